@@ -1,0 +1,3 @@
+"""Shared fixtures: tiny reference models live in conftest_models.py."""
+
+pytest_plugins = ["conftest_models"]

@@ -1,0 +1,76 @@
+"""Tiny random reference models built locally with transformers (no network), shared by the tests.
+
+The reference is transformers' own ``MusicgenForConditionalGeneration`` with musicgen-small's structure (delay
+pattern, 4 codebooks x 2048, cross-attention, the 32 kHz EnCodec layout) at toy sizes, a tiny T5 and a
+SentencePiece tokenizer trained here on a few prompts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+PROMPTS = [
+    "lo-fi hip hop with a warm piano", "rock band with drums and bass guitar",
+    "a cheerful erhu melody over a rock beat", "jazz trio with upright bass", "epic orchestral music with strings",
+    "80s synth pop with a catchy melody", "calm ambient pads", "traditional chinese folk music with guzheng",
+]
+
+
+def make_tokenizer(folder: Path):
+    """A T5 tokenizer (unigram SentencePiece, pad 0 / eos 1 / unk 2) trained on PROMPTS, saved in ``folder``."""
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(PROMPTS * 10))
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "sp"), vocab_size=60, model_type="unigram", pad_id=0, eos_id=1,
+        unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", hard_vocab_limit=False,
+        minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "sp.model"))
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = T5Tokenizer(vocab=vocab, extra_ids=0)
+    for f in ("corpus.txt", "sp.model", "sp.vocab"):
+        (folder / f).unlink()
+    return tok
+
+
+def make_musicgen(tokenizer, seed: int = 0, stereo: bool = False, audiocraft_codec: bool = True,
+                  dim: int = 64, layers: int = 2):
+    """A random transformers MusicGen of musicgen-small's structure at toy size."""
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    torch.manual_seed(seed)
+    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                    relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    audio = EncodecConfig(
+        sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=16, upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2], codebook_size=2048, num_lstm_layers=2, chunk_length_s=None, overlap=None,
+        normalize=False, use_causal_conv=not audiocraft_codec, pad_mode="constant" if audiocraft_codec else "reflect",
+        use_conv_shortcut=not audiocraft_codec)
+    n_q = 8 if stereo else 4
+    dec = MusicgenDecoderConfig(vocab_size=2048, num_hidden_layers=layers, hidden_size=dim, num_attention_heads=4,
+                                ffn_dim=4 * dim, num_codebooks=n_q, audio_channels=2 if stereo else 1,
+                                max_position_embeddings=2048, dropout=0.0)
+    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=dec.to_dict())
+    model = MusicgenForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        # Random codebooks (the default init is degenerate) and larger LM weights so that logits are spread out.
+        for name, buf in model.audio_encoder.named_buffers():
+            if name.endswith("codebook.embed"):
+                buf.copy_(torch.randn_like(buf) * 0.5)
+        for name, p in model.decoder.named_parameters():
+            if "lm_heads" in name or "embed_tokens" in name:
+                p.normal_(0, 1.0)
+        model.generation_config.pad_token_id = 2048
+        model.generation_config.decoder_start_token_id = 2048
+    return model

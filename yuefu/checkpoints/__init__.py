@@ -1,0 +1,77 @@
+"""Checkpoint formats: adapters at the edge that map foreign files onto a :class:`Checkpoint`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from yuefu.checkpoints import audiocraft_format, transformers_format, yuefu_format
+from yuefu.checkpoints.bundle import Checkpoint
+from yuefu.errors import CheckpointError
+
+FORMATS = ("yuefu", "transformers", "audiocraft")
+
+
+def detect_format(folder: str | os.PathLike) -> str:
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if cfg_path.exists():
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{cfg_path}: not valid JSON ({e.__class__.__name__})") from None
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"{cfg_path}: expected a JSON object")
+        if yuefu_format.is_yuefu(cfg):
+            return "yuefu"
+        return "transformers"
+    if (folder / audiocraft_format.LM_FILE).exists():
+        return "audiocraft"
+    raise CheckpointError(f"{folder}: no checkpoint here (expected config.json + model.safetensors/"
+                          "pytorch_model.bin, or state_dict.bin + compression_state_dict.bin)")
+
+
+def read_checkpoint(folder: str | os.PathLike) -> Checkpoint:
+    fmt = detect_format(folder)
+    return {"yuefu": yuefu_format.read, "transformers": transformers_format.read,
+            "audiocraft": audiocraft_format.read}[fmt](folder)
+
+
+def write_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, fmt: str = "yuefu") -> Path:
+    """Write ``ckpt`` in ``fmt`` atomically: into a temporary sibling folder, then renamed into place."""
+    if fmt not in FORMATS:
+        raise CheckpointError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    folder = Path(folder).expanduser()
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise CheckpointError(f"{folder}: exists and is not an empty folder")
+    parent = folder.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parent))
+    except OSError as e:
+        raise CheckpointError(f"{folder}: cannot write here ({e.strerror})") from None
+    try:
+        if fmt == "yuefu":
+            yuefu_format.write(ckpt, tmp)
+        elif fmt == "transformers":
+            transformers_format.write(ckpt, tmp)
+        else:
+            audiocraft_format.write(ckpt, tmp)
+        if ckpt.tokenizer_dir and fmt != "audiocraft":
+            for name in transformers_format.TOKENIZER_FILES:
+                src = Path(ckpt.tokenizer_dir) / name
+                if src.exists():
+                    shutil.copy2(src, tmp / name)
+        if folder.exists():
+            folder.rmdir()
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+__all__ = ["Checkpoint", "FORMATS", "detect_format", "read_checkpoint", "write_checkpoint"]

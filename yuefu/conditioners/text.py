@@ -1,0 +1,67 @@
+"""Text conditioners: a frozen text encoder, then a learned projection into the LM's dimension.
+
+As in audiocraft, ``None`` or ``""`` is the null condition: its row is all zeros (the projection's bias
+included), which is what classifier-free guidance's unconditional branch sees. Padded positions are zeroed too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class TextConditioner(nn.Module):
+    """texts -> (cond [B, L, dim], mask [B, L]). Subclasses implement ``encode_text``."""
+
+    def __init__(self, encoder_dim: int, dim: int):
+        super().__init__()
+        self.output_proj = nn.Linear(encoder_dim, dim)
+
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts -> hidden states [B, L, encoder_dim] (float32), attention mask [B, L] (1 = token)."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return self.output_proj.weight.device
+
+    def forward(self, texts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        null = [t is None or t == "" for t in texts]
+        dim = self.output_proj.out_features
+        dtype = self.output_proj.weight.dtype
+        if all(null):
+            return (torch.zeros(len(texts), 1, dim, device=self.device, dtype=dtype),
+                    torch.zeros(len(texts), 1, dtype=torch.long, device=self.device))
+        with torch.no_grad():
+            hidden, mask = self.encode_text([t if t else "" for t in texts])  # [B, L, E], [B, L]
+        mask = mask.to(self.device).clone()
+        mask[torch.tensor(null, device=self.device)] = 0
+        cond = self.output_proj(hidden.to(self.device, dtype))  # [B, L, dim]
+        return cond * mask.unsqueeze(-1).to(dtype), mask
+
+
+class T5Conditioner(TextConditioner):
+    """Frozen T5 encoder (``t5-base`` for the official models) with its tokenizer."""
+
+    def __init__(self, tokenizer: Any, encoder: nn.Module, dim: int):
+        super().__init__(encoder.config.d_model, dim)
+        self.tokenizer = tokenizer
+        self.encoder = encoder.eval().requires_grad_(False)
+
+    def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc_device = next(self.encoder.parameters()).device
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True)
+        ids = inputs["input_ids"].to(enc_device)
+        mask = inputs["attention_mask"].to(enc_device)
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return hidden.float(), mask
+
+
+def build_t5_encoder(config: dict[str, Any]) -> nn.Module:
+    """A randomly initialised T5 encoder from a config dict (weights are loaded afterwards)."""
+    from transformers import T5Config, T5EncoderModel
+
+    cfg = T5Config(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})
+    return T5EncoderModel(cfg)

@@ -1,0 +1,327 @@
+"""``MusicGen``: the user-facing model, API-compatible with audiocraft's ``MusicGen``.
+
+It holds the codec, the LM and the text conditioner, turns user requests into :class:`Conditions` and calls the
+one generation loop (``yuefu.generation.loop``); long pieces are windows of that same loop.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from yuefu.checkpoints import Checkpoint, hub, read_checkpoint, write_checkpoint
+from yuefu.checkpoints.bundle import check_keys
+from yuefu.codec import CompressionModel
+from yuefu.conditioners.text import T5Conditioner, TextConditioner, build_t5_encoder
+from yuefu.config import MusicGenConfig
+from yuefu.errors import CheckpointError, InvalidArgumentError, ModelNotFoundError
+from yuefu.generation.loop import Conditions, ProgressCallback, generate_tokens
+from yuefu.generation.sampling import SamplingParams
+from yuefu.lm.model import LMModel
+from yuefu.lm.patterns import make_pattern
+
+DEFAULT_MODEL = "facebook/musicgen-small"
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class MusicGen:
+    """Text-to-music model: ``generate(["lo-fi hip hop"])`` -> audio [B, C, T] at ``sample_rate``."""
+
+    def __init__(self, name: str, compression_model: CompressionModel, lm: LMModel, conditioner: TextConditioner,
+                 config: MusicGenConfig):
+        self.name = name
+        self.compression_model = compression_model.eval()
+        self.lm = lm.eval()
+        self.conditioner = conditioner.eval()
+        self.config = config
+        self.params = SamplingParams()
+        self.duration = 15.0
+        self.extend_stride = 18.0
+        self._progress_callback: ProgressCallback | None = None
+
+    # --- loading ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = DEFAULT_MODEL, device: str | torch.device | None = None,
+                        dtype: torch.dtype | str | None = None, text_encoder: str | None = None) -> MusicGen:
+        """Load an official id (``facebook/musicgen-small``), any hub repo, or a local folder in the audiocraft,
+        transformers or yuefu format. ``text_encoder`` overrides the T5 name or folder; ``dtype`` applies to the
+        LM (e.g. ``torch.bfloat16``)."""
+        folder = hub.resolve_model(name_or_path)
+        ckpt = read_checkpoint(folder)
+        return cls.from_checkpoint(ckpt, name=name_or_path, device=device, dtype=dtype, text_encoder=text_encoder)
+
+    get_pretrained = from_pretrained  # audiocraft's name
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, name: str = "", device: str | torch.device | None = None,
+                        dtype: torch.dtype | str | None = None, text_encoder: str | None = None) -> MusicGen:
+        device = torch.device(device or _default_device())
+        cfg = ckpt.config
+        if cfg.melody:
+            raise CheckpointError("melody models are not supported by this version yet")
+        codec_sd = ckpt.codec
+        if codec_sd is None:
+            codec_sd = _load_codec_ref(ckpt)
+        codec = CompressionModel(cfg.codec)
+        _load(codec, codec_sd, "codec")
+        codec.remove_weight_norm()
+
+        lm = LMModel(cfg.lm)
+        _load(lm, ckpt.lm, "LM")
+        lm.to(device=device, dtype=_dtype(dtype))
+        conditioner = _build_conditioner(ckpt, text_encoder)
+        _load(conditioner.output_proj, ckpt.text_proj, "text projection")
+        conditioner.to(device)
+        return cls(name or cfg.name, codec.to(device), lm, conditioner, cfg)
+
+    def to_checkpoint(self) -> Checkpoint:
+        """The model's weights in our module names (fp32 LM weights are kept as they are)."""
+        cfg = self.config
+        text_encoder = None
+        if isinstance(self.conditioner, T5Conditioner):
+            text_encoder = {k: v.cpu() for k, v in self.conditioner.encoder.state_dict().items()}
+            cfg.text.encoder_config = self.conditioner.encoder.config.to_dict()
+        tok_dir = None
+        tokenizer = getattr(self.conditioner, "tokenizer", None)
+        if tokenizer is not None:
+            tok_dir = tempfile.mkdtemp(prefix="yuefu-tok-")
+            tokenizer.save_pretrained(tok_dir)
+        return Checkpoint(
+            config=cfg,
+            lm={k: v.cpu() for k, v in self.lm.state_dict().items()},
+            text_proj={k: v.cpu() for k, v in self.conditioner.output_proj.state_dict().items()},
+            codec={k: v.cpu() for k, v in self.compression_model.state_dict().items()},
+            text_encoder=text_encoder, tokenizer_dir=tok_dir, source_format="yuefu")
+
+    def save_pretrained(self, folder: str | os.PathLike, format: str = "yuefu") -> Path:
+        """Write safetensors + config (``format``: yuefu, transformers or audiocraft), atomically."""
+        ckpt = self.to_checkpoint()
+        try:
+            return write_checkpoint(ckpt, folder, format)
+        finally:
+            if ckpt.tokenizer_dir:
+                import shutil
+
+                shutil.rmtree(ckpt.tokenizer_dir, ignore_errors=True)
+
+    # --- properties ------------------------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.compression_model.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.compression_model.frame_rate
+
+    @property
+    def audio_channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def max_duration(self) -> float:
+        return self.config.max_duration
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    # --- settings --------------------------------------------------------------------------------------------------
+    def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
+                              temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
+                              extend_stride: float = 18.0) -> None:
+        """audiocraft's parameters and defaults; ``duration`` beyond ``max_duration`` uses sliding windows."""
+        if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
+            raise InvalidArgumentError(f"duration must be a positive number of seconds, got {duration!r}")
+        if not 0 < extend_stride < self.max_duration:
+            raise InvalidArgumentError(f"extend_stride must be in (0, {self.max_duration}), got {extend_stride}")
+        if top_k < 0 or not 0 <= top_p <= 1 or temperature < 0:
+            raise InvalidArgumentError("need top_k >= 0, 0 <= top_p <= 1 and temperature >= 0")
+        self.params = SamplingParams(use_sampling=use_sampling, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     cfg_coef=cfg_coef)
+        self.duration = float(duration)
+        self.extend_stride = float(extend_stride)
+
+    def set_custom_progress_callback(self, progress_callback: Callable[[int, int], None] | None = None) -> None:
+        """``fn(generated_steps, total_steps)``, called after every step (across windows)."""
+        self._progress_callback = progress_callback
+
+    # --- generation ------------------------------------------------------------------------------------------------
+    def generate(self, descriptions: list[str], progress: bool = False, return_tokens: bool = False,
+                 seed: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Audio [B, C, T] for each text description (+ tokens [B, K, frames] with ``return_tokens``)."""
+        if isinstance(descriptions, str):
+            descriptions = [descriptions]
+        if not descriptions:
+            raise InvalidArgumentError("no descriptions given")
+        return self._generate(list(descriptions), progress, return_tokens, seed)
+
+    def generate_unconditional(self, num_samples: int, progress: bool = False, return_tokens: bool = False,
+                               seed: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Audio [num_samples, C, T] with no text condition."""
+        if num_samples < 1:
+            raise InvalidArgumentError("num_samples must be >= 1")
+        return self._generate([None] * num_samples, progress, return_tokens, seed)
+
+    def encode_conditions(self, descriptions: list[str | None]) -> Conditions:
+        cond, _ = self.conditioner(descriptions)  # [B, L, D], padding zeroed
+        if all(d is None or d == "" for d in descriptions):
+            return Conditions(cross=cond)
+        return Conditions(cross=cond, null_cross=torch.zeros_like(cond))
+
+    def _generate(self, descriptions: list[str | None], progress: bool, return_tokens: bool,
+                  seed: int | None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        with torch.inference_mode():
+            conditions = self.encode_conditions(descriptions)
+            params = self.params
+            if conditions.null_cross is None:  # unconditional: both CFG branches would be identical
+                params = SamplingParams(**{**params.__dict__, "cfg_coef": 1.0})
+            tokens = self.generate_tokens(conditions, len(descriptions), params, self.duration, generator=generator,
+                                          progress=progress)
+            audio = self.decode_tokens(tokens)
+        return (audio, tokens) if return_tokens else audio
+
+    def generate_tokens(self, conditions: Conditions, batch_size: int, params: SamplingParams, duration: float,
+                        prompt: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                        progress: bool = False) -> torch.Tensor:
+        """Tokens [B, K, frames] for ``duration`` seconds, in windows of ``max_duration`` when longer."""
+        fr = self.frame_rate
+        total_frames = int(duration * fr)
+        window = int(self.max_duration * fr)
+        stride = int(self.extend_stride * fr)
+        # Window i covers frames [i * stride, i * stride + n_i) and is prompted with the previous window's tail
+        # (audiocraft's scheme); the plan is known up front, so progress counts steps across all windows.
+        plan: list[tuple[int, int]] = []  # (frames in the window, of which prompt frames)
+        offset, p_len = 0, (0 if prompt is None else prompt.shape[-1])
+        if p_len > total_frames:
+            raise InvalidArgumentError(f"the prompt ({p_len / fr:.1f} s) is longer than the duration ({duration} s)")
+        while True:
+            n = min(total_frames - offset, window)
+            plan.append((n, p_len))
+            if offset + n >= total_frames:
+                break
+            offset, p_len = offset + stride, n - stride
+        steps = [self._pattern(n).num_steps - self._pattern(n).first_step_with_frame(pl) for n, pl in plan]
+        total_steps = sum(steps)
+        bar = _progress_bar(total_steps) if progress else None
+        done = 0
+
+        def report(step: int, _total: int) -> None:
+            if bar is not None:
+                bar.update(done + step - bar.n)
+            if self._progress_callback is not None:
+                self._progress_callback(done + step, total_steps)
+
+        out: list[torch.Tensor] = []
+        try:
+            for i, (n, p_len) in enumerate(plan):
+                codes = generate_tokens(self.lm, self._pattern(n), conditions, batch_size, params, prompt,
+                                        generator, report)
+                out.append(codes if i == 0 else codes[..., p_len:])
+                done += steps[i]
+                prompt = codes[..., stride:]
+        finally:
+            if bar is not None:
+                bar.close()
+        return torch.cat(out, dim=-1)
+
+    def _pattern(self, num_frames: int):
+        lm = self.config.lm
+        return make_pattern(lm.pattern, lm.n_q, num_frames, lm.delays)
+
+    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [B, K, frames] -> audio [B, C, frames * hop] (stereo: codebooks interleaved L/R)."""
+        if self.audio_channels == 2:
+            left = self.compression_model.decode(tokens[:, 0::2])
+            right = self.compression_model.decode(tokens[:, 1::2])
+            return torch.cat([left, right], dim=1)
+        return self.compression_model.decode(tokens)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+        if dtype not in names:
+            raise InvalidArgumentError(f"unknown dtype {dtype!r} (expected one of {', '.join(names)})")
+        return names[dtype]
+    return dtype
+
+
+def _load(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
+    expected = module.state_dict()
+    check_keys(set(expected), set(sd), f"{what} weights")
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(f"{what} weights: {k} has shape {tuple(v.shape)}, the architecture wants "
+                                  f"{tuple(expected[k].shape)}")
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
+
+
+def _load_codec_ref(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+    """Weights (and config) of a codec the checkpoint only names, e.g. ``facebook/encodec_32khz``."""
+    import json
+
+    from yuefu.checkpoints.codec_keys import codec_config_from_transformers, codec_state_from_transformers
+    from yuefu.checkpoints.transformers_format import read_weights
+
+    folder = hub.resolve_codec(ckpt.codec_ref or "facebook/encodec_32khz")
+    try:
+        ccfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raise CheckpointError(f"{folder}: no readable EnCodec config.json") from None
+    ckpt.config.codec = codec_config_from_transformers(ccfg)
+    sd = read_weights(folder)
+    return codec_state_from_transformers(sd)
+
+
+def _build_conditioner(ckpt: Checkpoint, text_encoder: str | None) -> TextConditioner:
+    cfg = ckpt.config
+    if cfg.text.kind != "t5":
+        raise CheckpointError(f"unknown text conditioner kind {cfg.text.kind!r}")
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    if text_encoder is None and ckpt.text_encoder is not None and cfg.text.encoder_config is not None:
+        encoder = build_t5_encoder(cfg.text.encoder_config)
+        sd = ckpt.text_encoder
+        expected = set(encoder.state_dict())
+        tied = {"encoder.embed_tokens.weight"} if "shared.weight" in sd else {"shared.weight"}
+        check_keys(expected, set(sd), "T5 encoder weights", optional=tied)
+        encoder.load_state_dict(sd, strict=False)
+        encoder.tie_weights()
+        tok_source = ckpt.tokenizer_dir or hub.resolve_text_encoder(cfg.text.name)
+    else:
+        source = hub.resolve_text_encoder(text_encoder or cfg.text.name)
+        try:
+            encoder = T5EncoderModel.from_pretrained(source)
+        except OSError as e:
+            raise ModelNotFoundError(f"text encoder {source}: {str(e).splitlines()[0][:200]}") from None
+        tok_source = source
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_source)
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(f"tokenizer {tok_source}: {str(e).splitlines()[0][:200]}") from None
+    return T5Conditioner(tokenizer, encoder, cfg.lm.dim)
+
+
+def _progress_bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", desc="generating", dynamic_ncols=True)
+
+
+get_pretrained = MusicGen.from_pretrained
