@@ -128,3 +128,17 @@ def offline_cache(hf_cache, monkeypatch) -> Path:
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(hf_cache))
     return hf_cache
+
+
+@pytest.fixture(scope="session")
+def hf_stereo_model(tokenizer):
+    """A stereo transformers MusicGen: 8 codebooks interleaved [L1, R1, L2, R2, ...]."""
+    return make_musicgen(tokenizer, seed=1, stereo=True)
+
+
+@pytest.fixture(scope="session")
+def hf_stereo_dir(hf_stereo_model, tokenizer, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("hf_stereo")
+    hf_stereo_model.save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d

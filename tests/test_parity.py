@@ -151,3 +151,29 @@ def test_audiocraft_t5_name_resolves_through_cache(audiocraft_dir, offline_cache
     """Without ``text_encoder=``, the checkpoint's ``t5-base`` is looked up in the HF cache (offline)."""
     ac = yuefu.MusicGen.from_pretrained(str(audiocraft_dir), device="cpu")
     assert ac.conditioner.encoder.config.d_model == 32
+
+
+def test_stereo_greedy_generation_equals_transformers(hf_stereo_model, hf_stereo_dir, tokenizer):
+    """Stereo: 8 codebooks with delays [0,0,1,1,2,2,3,3]; transformers decodes left (even) and right (odd)
+    codebooks separately, so its codes are caught on two decode calls."""
+    calls = []
+    decode = hf_stereo_model.audio_encoder.decode
+
+    def spy(codes, *args, **kwargs):
+        calls.append(codes.clone())
+        return decode(codes, *args, **kwargs)
+
+    hf_stereo_model.audio_encoder.decode = spy
+    try:
+        with torch.no_grad():
+            ref_audio = hf_stereo_model.generate(**tokenizer([PROMPT], return_tensors="pt"), do_sample=False,
+                                                 guidance_scale=3.0, max_new_tokens=40 + 3)
+    finally:
+        hf_stereo_model.audio_encoder.decode = decode
+    model = yuefu.MusicGen.from_pretrained(str(hf_stereo_dir), device="cpu")
+    assert model.audio_channels == 2 and model.config.lm.delays == [0, 0, 1, 1, 2, 2, 3, 3]
+    model.set_generation_params(use_sampling=False, cfg_coef=3.0, duration=40 / model.frame_rate)
+    audio, tokens = model.generate([PROMPT], return_tokens=True)
+    assert torch.equal(tokens[:, 0::2], calls[0][0]) and torch.equal(tokens[:, 1::2], calls[1][0])
+    assert audio.shape == ref_audio.shape == (1, 2, 40 * 640)
+    assert (audio - ref_audio).abs().max().item() < 1e-4

@@ -71,9 +71,11 @@ class MusicGen:
         codec_sd = ckpt.codec
         if codec_sd is None:
             codec_sd = _load_codec_ref(ckpt)
-        codec = CompressionModel(cfg.codec)
-        _load(codec, codec_sd, "codec")
-        codec.remove_weight_norm()
+        codec = CompressionModel(cfg.codec).remove_weight_norm()  # inference: plain weights
+        try:
+            codec.load_state_dict(codec_sd)  # accepts plain, weight_g/v and parametrized spellings
+        except (ValueError, RuntimeError) as e:
+            raise CheckpointError(f"codec weights: {str(e).splitlines()[0][:300]}") from None
 
         lm = LMModel(cfg.lm)
         _load(lm, ckpt.lm, "LM")
@@ -89,6 +91,8 @@ class MusicGen:
         text_encoder = None
         if isinstance(self.conditioner, T5Conditioner):
             text_encoder = {k: v.cpu() for k, v in self.conditioner.encoder.state_dict().items()}
+            if text_encoder.get("encoder.embed_tokens.weight") is not None and "shared.weight" in text_encoder:
+                text_encoder.pop("encoder.embed_tokens.weight")  # tied to shared.weight; re-tied on load
             cfg.text.encoder_config = self.conditioner.encoder.config.to_dict()
         tok_dir = None
         tokenizer = getattr(self.conditioner, "tokenizer", None)
@@ -293,7 +297,7 @@ def _build_conditioner(ckpt: Checkpoint, text_encoder: str | None) -> TextCondit
     cfg = ckpt.config
     if cfg.text.kind != "t5":
         raise CheckpointError(f"unknown text conditioner kind {cfg.text.kind!r}")
-    from transformers import AutoTokenizer, T5EncoderModel
+    from transformers import AutoTokenizer
 
     if text_encoder is None and ckpt.text_encoder is not None and cfg.text.encoder_config is not None:
         encoder = build_t5_encoder(cfg.text.encoder_config)
@@ -306,16 +310,36 @@ def _build_conditioner(ckpt: Checkpoint, text_encoder: str | None) -> TextCondit
         tok_source = ckpt.tokenizer_dir or hub.resolve_text_encoder(cfg.text.name)
     else:
         source = hub.resolve_text_encoder(text_encoder or cfg.text.name)
-        try:
-            encoder = T5EncoderModel.from_pretrained(source)
-        except OSError as e:
-            raise ModelNotFoundError(f"text encoder {source}: {str(e).splitlines()[0][:200]}") from None
+        encoder = _load_t5_encoder(source)
         tok_source = source
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source)
     except (OSError, ValueError) as e:
         raise ModelNotFoundError(f"tokenizer {tok_source}: {str(e).splitlines()[0][:200]}") from None
     return T5Conditioner(tokenizer, encoder, cfg.lm.dim)
+
+
+def _load_t5_encoder(folder: str) -> torch.nn.Module:
+    """A pretrained T5 encoder from ``folder``; refuses folders that hold something else or miss weights (which
+    transformers would otherwise fill with random values)."""
+    import json
+
+    from transformers import T5EncoderModel
+
+    try:
+        model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        raise ModelNotFoundError(f"text encoder {folder}: no readable config.json") from None
+    if model_type != "t5":
+        raise ModelNotFoundError(f"text encoder {folder}: not a T5 model (model_type={model_type!r})")
+    try:
+        encoder, info = T5EncoderModel.from_pretrained(folder, output_loading_info=True)
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(f"text encoder {folder}: {str(e).splitlines()[0][:200]}") from None
+    missing = [k for k in info.get("missing_keys", []) if k != "encoder.embed_tokens.weight"]
+    if missing:
+        raise CheckpointError(f"text encoder {folder}: {len(missing)} weights missing, e.g. {missing[:3]}")
+    return encoder
 
 
 def _progress_bar(total: int) -> Any:

@@ -69,8 +69,8 @@ def resolve_model(name_or_path: str) -> Path:
     if repo in MELODY_MODELS:
         raise ModelNotFoundError(f"{repo}: melody models are not supported by this version yet")
     if "/" not in repo:
-        known = ", ".join(sorted(set(ALIASES) | set(KNOWN_MODELS)))
-        raise ModelNotFoundError(f"unknown model {name_or_path!r} (no such folder; known: {known})")
+        known = ", ".join(TEXT_MODELS + STEREO_MODELS)
+        raise ModelNotFoundError(f"unknown model {name_or_path!r}: no such folder, and not a hub id such as {known}")
     folder = download(repo, TRANSFORMERS_PATTERNS)
     if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
         return folder
