@@ -25,6 +25,7 @@ from yuefu.generation.loop import Conditions, ProgressCallback, generate_tokens
 from yuefu.generation.sampling import SamplingParams
 from yuefu.lm.model import LMModel
 from yuefu.lm.patterns import make_pattern
+from yuefu.lm.quantize import quantize_lm_int8
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 
@@ -51,19 +52,22 @@ class MusicGen:
     # --- loading ---------------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str = DEFAULT_MODEL, device: str | torch.device | None = None,
-                        dtype: torch.dtype | str | None = None, text_encoder: str | None = None) -> MusicGen:
+                        dtype: torch.dtype | str | None = None, text_encoder: str | None = None,
+                        quantize: str | None = None) -> MusicGen:
         """Load an official id (``facebook/musicgen-small``), any hub repo, or a local folder in the audiocraft,
         transformers or yuefu format. ``text_encoder`` overrides the T5 name or folder; ``dtype`` applies to the
-        LM (e.g. ``torch.bfloat16``)."""
+        LM (e.g. ``torch.bfloat16``); ``quantize="int8"`` stores the LM's per-step weights in int8."""
         folder = hub.resolve_model(name_or_path)
         ckpt = read_checkpoint(folder)
-        return cls.from_checkpoint(ckpt, name=name_or_path, device=device, dtype=dtype, text_encoder=text_encoder)
+        return cls.from_checkpoint(ckpt, name=name_or_path, device=device, dtype=dtype, text_encoder=text_encoder,
+                                   quantize=quantize)
 
     get_pretrained = from_pretrained  # audiocraft's name
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, name: str = "", device: str | torch.device | None = None,
-                        dtype: torch.dtype | str | None = None, text_encoder: str | None = None) -> MusicGen:
+                        dtype: torch.dtype | str | None = None, text_encoder: str | None = None,
+                        quantize: str | None = None) -> MusicGen:
         device = torch.device(device or _default_device())
         cfg = ckpt.config
         if cfg.melody:
@@ -80,13 +84,19 @@ class MusicGen:
         lm = LMModel(cfg.lm)
         _load(lm, ckpt.lm, "LM")
         lm.to(device=device, dtype=_dtype(dtype))
+        if quantize is not None:
+            if quantize != "int8":
+                raise InvalidArgumentError(f"unknown quantization {quantize!r} (expected int8)")
+            quantize_lm_int8(lm)
         conditioner = _build_conditioner(ckpt, text_encoder)
         _load(conditioner.output_proj, ckpt.text_proj, "text projection")
         conditioner.to(device)
         return cls(name or cfg.name, codec.to(device), lm, conditioner, cfg)
 
     def to_checkpoint(self) -> Checkpoint:
-        """The model's weights in our module names (fp32 LM weights are kept as they are)."""
+        """The model's weights in our module names."""
+        if getattr(self.lm, "quantized", None):
+            raise CheckpointError("a quantized model cannot be saved; load it without quantize= to convert or save")
         cfg = self.config
         text_encoder = None
         if isinstance(self.conditioner, T5Conditioner):

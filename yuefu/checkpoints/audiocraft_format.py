@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from yuefu.checkpoints.bundle import Checkpoint, rename_keys
+from yuefu.checkpoints.bundle import Checkpoint, StateDict, rename_keys
 from yuefu.checkpoints.codec_keys import (
     codec_config_from_audiocraft,
     codec_config_to_audiocraft,
@@ -38,7 +38,7 @@ _LM_RULES = [
     (r"emb\.(\d+)\.weight", r"emb.\1.weight"),
     (_L + r"self_attn\.in_proj_weight", r"layers.\1.self_attn.in_proj.weight"),
     (_L + r"self_attn\.out_proj\.weight", r"layers.\1.self_attn.out_proj.weight"),
-    (_L + r"cross_attention\.in_proj_weight", r"layers.\1.cross_attention.in_proj.weight"),
+    (_L + r"cross_attention\.in_proj_weight", r"layers.\1.cross_attention.in_proj.weight"),  # split below
     (_L + r"cross_attention\.out_proj\.weight", r"layers.\1.cross_attention.out_proj.weight"),
     (_L + r"(norm1|norm_cross|norm2)\.(weight|bias)", r"layers.\1.\2.\3"),
     (_L + r"linear(1|2)\.weight", r"layers.\1.ffn.linear\2.weight"),
@@ -166,8 +166,8 @@ def read(folder: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{folder / LM_FILE}: no text conditioner projection ({TEXT_PROJ}*)")
     config = config_from_xp_cfg(parse_xp_cfg(pkg["xp.cfg"], str(folder / LM_FILE)),
                                 text_proj["weight"].shape[1])
-    lm = rename_keys({k: v for k, v in best.items() if not k.startswith(TEXT_PROJ)}, _LM_RULES,
-                     f"{folder / LM_FILE}")
+    lm = _split_cross_in_proj(rename_keys({k: v for k, v in best.items() if not k.startswith(TEXT_PROJ)},
+                                          _LM_RULES, f"{folder / LM_FILE}"))
     ckpt = Checkpoint(config=config, lm=lm, text_proj=text_proj, source_format="audiocraft")
 
     if not (folder / CODEC_FILE).exists():
@@ -188,7 +188,7 @@ def write(ckpt: Checkpoint, folder: Path) -> None:
     """Write both files into ``folder`` (created by the caller, moved into place afterwards)."""
     if ckpt.codec is None:
         raise CheckpointError("no codec weights to write")
-    best = rename_keys(ckpt.lm, _LM_RULES_BACK, "LM weights")
+    best = rename_keys(_join_cross_in_proj(ckpt.lm), _LM_RULES_BACK, "LM weights")
     best.update({TEXT_PROJ + k: v for k, v in ckpt.text_proj.items()})
     xp = config_to_xp_cfg(ckpt.config)
     torch.save({"best_state": best, "xp.cfg": yaml.safe_dump(xp, sort_keys=False), "version": "1.0",
@@ -197,6 +197,28 @@ def write(ckpt: Checkpoint, folder: Path) -> None:
     _merge(cx, codec_config_to_audiocraft(ckpt.config.codec))
     torch.save({"best_state": codec_state_to_audiocraft(ckpt.codec), "xp.cfg": yaml.safe_dump(cx, sort_keys=False),
                 "version": "1.0", "exported": True}, folder / CODEC_FILE)
+
+
+def _split_cross_in_proj(sd: StateDict) -> StateDict:
+    """audiocraft stacks cross-attention q|k|v in one matrix; we keep q (per step) apart from k|v (once)."""
+    out: StateDict = {}
+    for k, v in sd.items():
+        m = re.fullmatch(r"(layers\.\d+\.cross_attention)\.in_proj\.weight", k)
+        if m:
+            dim = v.shape[1]
+            out[f"{m.group(1)}.q_proj.weight"], out[f"{m.group(1)}.kv_proj.weight"] = v[:dim], v[dim:]
+        else:
+            out[k] = v
+    return out
+
+
+def _join_cross_in_proj(sd: StateDict) -> StateDict:
+    out = {k: v for k, v in sd.items() if not re.fullmatch(r"layers\.\d+\.cross_attention\.(q|kv)_proj\.weight", k)}
+    for k, v in sd.items():
+        m = re.fullmatch(r"(layers\.\d+\.cross_attention)\.q_proj\.weight", k)
+        if m:
+            out[f"{m.group(1)}.in_proj.weight"] = torch.cat([v, sd[f"{m.group(1)}.kv_proj.weight"]], dim=0)
+    return out
 
 
 def _merge(dst: dict[str, Any], src: dict[str, Any]) -> None:

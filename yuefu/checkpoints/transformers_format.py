@@ -45,7 +45,6 @@ _LM_RULES = [
     (r"decoder\.lm_heads\.(\d+)\.weight", r"heads.\1.weight"),
 ]
 _QKV = ("q_proj", "k_proj", "v_proj")
-_ATTN = {"self_attn": "self_attn", "encoder_attn": "cross_attention"}
 
 
 # --- config -----------------------------------------------------------------------------------------------------
@@ -101,10 +100,14 @@ def lm_state_from_transformers(sd: StateDict) -> StateDict:
     out: StateDict = {}
     layer_ids = {int(k.split(".")[4]) for k in sd if k.startswith("decoder.model.decoder.layers.")}
     for i in sorted(layer_ids):
-        for theirs, ours in _ATTN.items():
-            names = [f"decoder.model.decoder.layers.{i}.{theirs}.{p}.weight" for p in _QKV]
-            if all(n in sd for n in names):
-                out[f"layers.{i}.{ours}.in_proj.weight"] = torch.cat([sd.pop(n) for n in names], dim=0)
+        p = f"decoder.model.decoder.layers.{i}."
+        names = [f"{p}self_attn.{x}.weight" for x in _QKV]
+        if all(n in sd for n in names):
+            out[f"layers.{i}.self_attn.in_proj.weight"] = torch.cat([sd.pop(n) for n in names], dim=0)
+        if f"{p}encoder_attn.q_proj.weight" in sd:
+            out[f"layers.{i}.cross_attention.q_proj.weight"] = sd.pop(f"{p}encoder_attn.q_proj.weight")
+            out[f"layers.{i}.cross_attention.kv_proj.weight"] = torch.cat(
+                [sd.pop(f"{p}encoder_attn.k_proj.weight"), sd.pop(f"{p}encoder_attn.v_proj.weight")], dim=0)
     sd.pop("decoder.model.decoder.embed_positions.weights", None)  # a fixed sinusoid table, recomputed
     out.update(rename_keys(sd, _LM_RULES, "transformers decoder weights"))
     return out
@@ -126,11 +129,14 @@ def lm_state_to_transformers(sd: StateDict) -> StateDict:
         r"heads\.(\d+)\.weight": "decoder.lm_heads.{0}.weight",
     }
     for key, value in sd.items():
-        m = re.fullmatch(r"layers\.(\d+)\.(self_attn|cross_attention)\.in_proj\.weight", key)
+        m = re.fullmatch(r"layers\.(\d+)\.(self_attn\.in_proj|cross_attention\.q_proj|cross_attention\.kv_proj)"
+                         r"\.weight", key)
         if m:
-            theirs = "self_attn" if m.group(2) == "self_attn" else "encoder_attn"
-            for name, part in zip(_QKV, value.chunk(3, dim=0)):
-                out[f"decoder.model.decoder.layers.{m.group(1)}.{theirs}.{name}.weight"] = part.contiguous()
+            p = f"decoder.model.decoder.layers.{m.group(1)}."
+            names = {"self_attn.in_proj": ("self_attn", _QKV), "cross_attention.q_proj": ("encoder_attn", _QKV[:1]),
+                     "cross_attention.kv_proj": ("encoder_attn", _QKV[1:])}[m.group(2)]
+            for name, part in zip(names[1], value.chunk(len(names[1]), dim=0)):
+                out[f"{p}{names[0]}.{name}.weight"] = part.contiguous()
             continue
         for pat, fmt in reverse.items():
             m = re.fullmatch(pat, key)

@@ -78,7 +78,8 @@ class CrossAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
-        self.in_proj = nn.Linear(dim, 3 * dim, bias=False)  # rows: q | k | v, as audiocraft stores them
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.kv_proj = nn.Linear(dim, 2 * dim, bias=False)  # rows: k | v
         self.out_proj = nn.Linear(dim, dim, bias=False)
         self.cached_kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -86,14 +87,13 @@ class CrossAttention(nn.Module):
         """src [B, L, D] -> keys, values [B, H, L, Dh]."""
         B, L, D = src.shape
         H = self.num_heads
-        w_kv = self.in_proj.weight[D:]
-        k, v = F.linear(src, w_kv).view(B, L, 2, H, D // H).permute(2, 0, 3, 1, 4)
+        k, v = self.kv_proj(src).view(B, L, 2, H, D // H).permute(2, 0, 3, 1, 4)
         return k, v
 
     def forward(self, x: torch.Tensor, src: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
         H = self.num_heads
-        q = F.linear(x, self.in_proj.weight[:D]).view(B, T, H, D // H).transpose(1, 2)
+        q = self.q_proj(x).view(B, T, H, D // H).transpose(1, 2)  # [B, H, T, Dh]
         if src is not None:
             k, v = self.source_kv(src)
         elif self.cached_kv is not None:
@@ -171,6 +171,8 @@ class LMModel(nn.Module):
 
     def set_cross_source(self, cross_src: torch.Tensor | None) -> None:
         """Compute and keep every layer's cross-attention keys/values for the following cached steps."""
+        if cross_src is not None:
+            cross_src = cross_src.to(self.out_norm.weight.dtype)
         for layer in self.layers:
             if layer.cross_attention is not None:
                 layer.cross_attention.cached_kv = (

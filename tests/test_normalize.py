@@ -1,0 +1,143 @@
+"""Chinese prompt normaliser: hand-written translations, structured patterns, coverage of realistic prompts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from yuefu.conditioners.normalize import (
+    LEXICON,
+    REVERSE_LEXICON,
+    chinese_number,
+    needs_normalization,
+    normalize_prompt,
+)
+
+PROMPTS = Path(__file__).parent / "data" / "zh_prompts.txt"
+
+
+def is_ideograph(ch: str) -> bool:
+    o = ord(ch)
+    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x2FFFF
+
+
+def read_sections() -> dict[str, list[str]]:
+    """Prompts grouped under the file's '#' header lines."""
+    sections: dict[str, list[str]] = {}
+    name = "?"
+    for line in PROMPTS.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            name = line.lstrip("# ").split(":")[0]
+            sections.setdefault(name, [])
+        elif line:
+            sections.setdefault(name, []).append(line)
+    return sections
+
+
+@pytest.mark.parametrize("prompt,expected", [
+    ("国风摇滚，古筝和电吉他，每分钟120拍", "Chinese traditional style rock, guzheng and electric guitar, 120 BPM"),
+    ("古筝", "guzheng"),
+    ("lo-fi 钢琴", "lo-fi piano"),
+    ("lo-fi钢琴，雨夜，咖啡馆", "lo-fi piano, rainy night, cafe"),
+    ("悲伤的钢琴独奏，慢节奏，A小调", "sad piano solo, slow tempo, A minor"),
+    ("一首欢快的流行歌曲", "an upbeat pop song"),
+    ("钢琴和弦乐", "piano and strings"),  # not 钢琴|和弦|乐: the segmentation leaving no character out wins
+    ("古筝、二胡和琵琶", "guzheng, erhu and pipa"),
+    ("ＥＤＭ，１２０ＢＰＭ，钢琴", "EDM, 120 BPM, piano"),  # full-width forms
+])
+def test_exact_translations(prompt, expected):
+    result = normalize_prompt(prompt)
+    assert result.text_used == expected
+    assert result.changed and result.unknown == []
+
+
+@pytest.mark.parametrize("prompt,expected", [
+    ("用二胡演奏的忧伤旋律", "melancholic melody played on erhu"),
+    ("带有古筝的摇滚歌曲", "rock song with guzheng"),
+    ("在钢琴伴奏之上的小提琴独奏", "violin solo over piano accompaniment"),
+    ("带有欢快的鼓点的流行", "pop with upbeat drum beat"),
+    ("雨夜里的萨克斯", "saxophone in rainy night"),
+    ("伴随着雨声的钢琴曲", "piano piece accompanied by rain sounds"),
+    ("适合夏天的海边的流行", "pop for summer seaside"),
+])
+def test_phrases_are_reordered_the_english_way(prompt, expected):
+    assert normalize_prompt(prompt).text_used == expected
+
+
+@pytest.mark.parametrize("prompt,expected", [
+    ("每分钟120拍", "120 BPM"), ("120拍每分钟", "120 BPM"), ("每分钟一百二十拍", "120 BPM"), ("120拍/分钟", "120 BPM"),
+    ("速度：七十", "70 BPM"), ("速度为100到120", "100-120 BPM"), ("bpm120的嘻哈", "120 BPM hip hop"),
+    ("BPM 100，放克律动", "100 BPM, funk groove"), ("90拍", "90 BPM"), ("四拍", "4 beats"),
+    ("四四拍", "4/4 time"), ("六八拍", "6/8 time"), ("三拍子", "3/4 time"),
+    ("C大调", "C major"), ("a小调", "A minor"), ("A小调", "A minor"), ("升F小调", "F# minor"), ("F#小调", "F# minor"),
+    ("降B大调", "Bb major"), ("Bb大调", "Bb major"), ("b小调", "B minor"), ("D调", "key of D"),
+    ("30秒", "30 seconds"), ("1秒", "1 second"), ("一分钟", "1 minute"), ("2分30秒", "2 minutes 30 seconds"),
+    ("十分欢快，十分钟", "very upbeat, 10 minutes"), ("八小节", "8 bars"),
+    ("80年代", "80s"), ("七十年代", "70s"), ("8位芯片音乐", "8-bit chiptune"),
+])
+def test_numbers_keys_and_durations(prompt, expected):
+    assert normalize_prompt(prompt).text_used == expected
+
+
+@pytest.mark.parametrize("text,number", [
+    ("120", 120), ("一百二十", 120), ("一百零五", 105), ("一百二", 120), ("十五", 15), ("两百", 200),
+    ("一二〇", 120), ("九十", 90), ("三千零五", 3005), ("1.5", 1.5),
+])
+def test_chinese_numerals(text, number):
+    assert chinese_number(text) == number
+
+
+def test_ascii_prompts_are_untouched():
+    for prompt in ("80s synthwave, 120 BPM", "BPM 120", "lo-fi hip hop; rain"):
+        assert not needs_normalization(prompt)
+        assert normalize_prompt(prompt).text_used == prompt and not normalize_prompt(prompt).changed
+
+
+def test_needs_normalization_detects_cjk():
+    assert needs_normalization("lo-fi 钢琴") and needs_normalization("ピアノ") and needs_normalization("ＥＤＭ")
+    assert not needs_normalization("café, naïve jazz")
+
+
+def test_uncovered_characters_are_dropped_and_reported():
+    result = normalize_prompt("钢琴和饕餮，ピアノ")
+    assert result.text_used == "piano"  # the dangling "and" goes with its missing side
+    assert result.unknown == ["饕餮", "ピアノ"]
+    assert normalize_prompt("饕餮").text_used == ""
+
+
+def test_lexicon_is_bilingual():
+    assert LEXICON["古筝"] == "guzheng" and LEXICON["电吉他"] == "electric guitar"
+    assert REVERSE_LEXICON["guzheng"] == "古筝" and REVERSE_LEXICON["piano"] == "钢琴"
+    assert REVERSE_LEXICON["style"] == "风格" and REVERSE_LEXICON["drums"] == "鼓"
+    for english, chinese in REVERSE_LEXICON.items():  # every reverse entry translates back to itself
+        assert LEXICON[chinese].lower() == english
+
+
+def test_coverage_of_realistic_prompts(capsys):
+    sections = read_sections()
+    assert sum(len(p) for p in sections.values()) >= 100
+    total_cjk = total_unknown = 0
+    report: list[str] = []
+    per_prompt: list[tuple[float, str, object]] = []
+    for name, prompts in sections.items():
+        cjk = unknown = 0
+        for prompt in prompts:
+            result = normalize_prompt(prompt)
+            assert result.text_used and not any(is_ideograph(ch) for ch in result.text_used), prompt
+            n = sum(is_ideograph(ch) for ch in prompt)
+            u = sum(is_ideograph(ch) for run in result.unknown for ch in run)
+            assert u < n, f"{prompt!r}: nothing mapped"
+            per_prompt.append((1 - u / n, prompt, result))
+            cjk, unknown = cjk + n, unknown + u
+        report.append(f"  {name[:60]}: {len(prompts)} prompts, coverage {1 - unknown / cjk:.3f}")
+        total_cjk, total_unknown = total_cjk + cjk, total_unknown + unknown
+    coverage = 1 - total_unknown / total_cjk
+    with capsys.disabled():
+        print(f"\nzh prompt coverage: {coverage:.3f} of {total_cjk} CJK characters mapped")
+        print("\n".join(report))
+        print("  least covered:")
+        for share, prompt, result in sorted(per_prompt, key=lambda item: item[0])[:5]:
+            print(f"    {share:.2f} {prompt} -> {result.text_used} (unknown {result.unknown})")
+    assert coverage >= 0.95

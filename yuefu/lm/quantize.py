@@ -1,0 +1,67 @@
+"""int8 LM weights as a module swap (gpt-fast style): the model code does not change, its ``nn.Linear`` layers are
+replaced by :class:`Int8Linear`.
+
+Weights are stored as int8 with one scale per output channel (symmetric). On the CPU the matrix product runs in
+the x86/fbgemm int8 kernel with the activations quantized on the fly per call (``quantized::linear_dynamic``):
+this CPU's weight-only int8 kernel (``_weight_int8pack_mm``) measured ~10x slower, while the dynamic kernel reads
+a quarter of fp32's bytes, and generation is bound by reading weights. Elsewhere (e.g. CUDA) the weights are
+dequantized per call, which keeps the memory saving. Quality is measured, not assumed: see
+``benchmarks/quality.py`` (teacher-forced top-1 agreement and KL against fp32).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _x86_int8_available() -> bool:
+    return "x86" in torch.backends.quantized.supported_engines or "fbgemm" in torch.backends.quantized.supported_engines
+
+
+class Int8Linear(nn.Module):
+    """y = x W^T (+ b) with W int8 per output channel; x [..., in] -> [..., out]."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()  # [out, in]
+        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # [out]
+        q = torch.clamp(torch.round(w / scale[:, None]), -127, 127).to(torch.int8)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_int8", q)
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+        self._packed = None
+        if w.device.type == "cpu" and _x86_int8_available():
+            with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao, still shipped
+                warnings.simplefilter("ignore")
+                zero = torch.zeros_like(scale, dtype=torch.long)
+                qw = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
+                self._packed = torch.ops.quantized.linear_prepack(qw, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._packed is not None and x.device.type == "cpu":
+            shape = x.shape
+            y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float(), self._packed, True)
+            return y.view(*shape[:-1], self.out_features).to(x.dtype)
+        w = self.weight_int8.to(x.dtype) * self.scale.to(x.dtype)[:, None]
+        return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+def quantize_lm_int8(lm: nn.Module) -> nn.Module:
+    """Swap the linear layers used at every step (attention, cross-attention queries, FFN, heads) for int8.
+
+    The cross-attention key/value projection runs once per generation and stays in full precision.
+    """
+    for module in list(lm.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear) and child_name != "kv_proj":
+                setattr(module, child_name, Int8Linear(child))
+    lm.quantized = "int8"
+    return lm
