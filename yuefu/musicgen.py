@@ -6,10 +6,11 @@ one generation loop (``yuefu.generation.loop``); long pieces are windows of that
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ from yuefu.codec import CompressionModel
 from yuefu.conditioners.text import T5Conditioner, TextConditioner, build_t5_encoder
 from yuefu.config import MusicGenConfig
 from yuefu.errors import CheckpointError, InvalidArgumentError, ModelNotFoundError
-from yuefu.generation.loop import Conditions, ProgressCallback, generate_tokens
+from yuefu.generation.loop import Conditions, ProgressCallback, generate_tokens, iter_generate
 from yuefu.generation.sampling import SamplingParams
 from yuefu.lm.model import LMModel
 from yuefu.lm.patterns import make_pattern
 from yuefu.lm.quantize import quantize_lm_int8
 
 DEFAULT_MODEL = "facebook/musicgen-small"
+logger = logging.getLogger("yuefu")
 
 
 def _default_device() -> str:
@@ -48,6 +50,8 @@ class MusicGen:
         self.duration = 15.0
         self.extend_stride = 18.0
         self._progress_callback: ProgressCallback | None = None
+        self.normalize_prompts = True  # translate Chinese music vocabulary before the English-only text encoder
+        self.last_prompts_used: list[str | None] = []
 
     # --- loading ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -185,6 +189,103 @@ class MusicGen:
             raise InvalidArgumentError("num_samples must be >= 1")
         return self._generate([None] * num_samples, progress, return_tokens, seed)
 
+    def prepare_prompts(self, descriptions: list[str | None]) -> list[str | None]:
+        """The prompts the text encoder will see: Chinese music vocabulary is translated to English first
+        (T5 and MiniLM are English-only), unless ``normalize_prompts`` is off. Kept in ``last_prompts_used``."""
+        from yuefu.conditioners.normalize import needs_normalization, normalize_prompt
+
+        used: list[str | None] = []
+        for d in descriptions:
+            if d and self.normalize_prompts and needs_normalization(d):
+                n = normalize_prompt(d)
+                if not n.text_used:
+                    raise InvalidArgumentError(f"no words of the prompt {d!r} could be understood; "
+                                               "try English or other words")
+                if n.text_used != d:
+                    logger.info("prompt used: %r (from %r)", n.text_used, d)
+                used.append(n.text_used)
+            else:
+                used.append(d)
+        self.last_prompts_used = used
+        return used
+
+    def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,
+                              descriptions: list[str | None] | None = None, progress: bool = False,
+                              return_tokens: bool = False,
+                              seed: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Continue ``prompt`` [B, C, T] (or [C, T]); the output [B, C, T'] starts with the prompt itself and
+        lasts ``duration`` seconds in all. The prompt's tokens are kept fixed."""
+        tokens = self.encode_audio(prompt, prompt_sample_rate)  # [B, K, P]
+        if descriptions is None:
+            descriptions = [None] * tokens.shape[0]
+        if len(descriptions) != tokens.shape[0]:
+            raise InvalidArgumentError(f"{len(descriptions)} descriptions for {tokens.shape[0]} prompts")
+        return self._generate(list(descriptions), progress, return_tokens, seed, prompt_tokens=tokens)
+
+    def encode_audio(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Audio [B, C, T] or [C, T] at any rate -> tokens [B, K, frames] (stereo models: interleaved L/R)."""
+        from yuefu.audio import resample
+
+        if wav.dim() == 2:
+            wav = wav[None]
+        if wav.dim() != 3 or wav.shape[-1] == 0:
+            raise InvalidArgumentError(f"audio prompt must be [B, C, T] with T > 0, got {tuple(wav.shape)}")
+        if not torch.isfinite(wav).all():
+            raise InvalidArgumentError("audio prompt contains NaN or infinite samples")
+        wav = wav.float()
+        if sample_rate != self.sample_rate:
+            wav = resample(wav, sample_rate, self.sample_rate)
+        if self.audio_channels == 1:
+            wav = wav.mean(dim=1, keepdim=True)
+        elif wav.shape[1] == 1:
+            wav = wav.expand(-1, 2, -1)
+        wav = wav.to(self.device)
+        with torch.inference_mode():
+            if self.audio_channels == 2:
+                left, right = (self.compression_model.encode(wav[:, c:c + 1]) for c in (0, 1))
+                return torch.stack([left, right], dim=2).flatten(1, 2)  # [B, 2K, F]: L1, R1, L2, R2, ...
+            return self.compression_model.encode(wav)
+
+    def generate_stream(self, descriptions: list[str | None], chunk_seconds: float = 1.0, seed: int | None = None,
+                        context_frames: int = 100, lookahead_frames: int = 8) -> Iterator[torch.Tensor]:
+        """Yield audio chunks [B, C, n] while tokens are still being generated (one window, <= max_duration).
+
+        Each chunk is decoded with ``context_frames`` of already-emitted frames before it, and the last
+        ``lookahead_frames`` are held back until more frames exist, so chunk boundaries match the one-shot decode
+        closely (the codec's convolutions see both sides; its LSTM sees ``context_frames`` of the past).
+        """
+        if self.duration > self.max_duration:
+            raise InvalidArgumentError(f"streaming covers one window: duration <= {self.max_duration} s")
+        descriptions = self.prepare_prompts(list(descriptions))
+        generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
+        hop = self.compression_model.hop_length
+        n_frames = int(self.duration * self.frame_rate)
+        chunk = max(1, int(chunk_seconds * self.frame_rate))
+        pattern = self._pattern(n_frames)
+        emitted = 0  # frames already sent
+        with torch.inference_mode():
+            conditions = self.encode_conditions(descriptions)
+            params = self._params_for(conditions)
+            for state in iter_generate(self.lm, pattern, conditions, len(descriptions), params, None, generator):
+                done = state.frames_done
+                final = done == n_frames
+                ready = done if final else done - lookahead_frames
+                if ready - emitted < (1 if final else chunk):
+                    continue
+                codes = pattern.revert(state.sequence.clone().clamp(min=0))  # [B, K, T]; unfinished cells unused
+                start = max(0, emitted - context_frames)
+                end = done
+                wav = self.decode_tokens(codes[..., start:end])
+                yield wav[..., (emitted - start) * hop:(ready - start) * hop]
+                emitted = ready
+                if final:
+                    break
+
+    def _params_for(self, conditions: Conditions) -> SamplingParams:
+        if conditions.null_cross is None and conditions.null_prefix is None:  # both CFG branches would be equal
+            return SamplingParams(**{**self.params.__dict__, "cfg_coef": 1.0})
+        return self.params
+
     def encode_conditions(self, descriptions: list[str | None]) -> Conditions:
         cond, _ = self.conditioner(descriptions)  # [B, L, D], padding zeroed
         if all(d is None or d == "" for d in descriptions):
@@ -192,17 +293,16 @@ class MusicGen:
         return Conditions(cross=cond, null_cross=torch.zeros_like(cond))
 
     def _generate(self, descriptions: list[str | None], progress: bool, return_tokens: bool,
-                  seed: int | None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                  seed: int | None, prompt_tokens: torch.Tensor | None = None,
+                  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        descriptions = self.prepare_prompts(descriptions)
         with torch.inference_mode():
             conditions = self.encode_conditions(descriptions)
-            params = self.params
-            if conditions.null_cross is None:  # unconditional: both CFG branches would be identical
-                params = SamplingParams(**{**params.__dict__, "cfg_coef": 1.0})
-            tokens = self.generate_tokens(conditions, len(descriptions), params, self.duration, generator=generator,
-                                          progress=progress)
+            tokens = self.generate_tokens(conditions, len(descriptions), self._params_for(conditions), self.duration,
+                                          prompt=prompt_tokens, generator=generator, progress=progress)
             audio = self.decode_tokens(tokens)
         return (audio, tokens) if return_tokens else audio
 
@@ -305,6 +405,10 @@ def _load_codec_ref(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
 
 def _build_conditioner(ckpt: Checkpoint, text_encoder: str | None) -> TextConditioner:
     cfg = ckpt.config
+    if cfg.text.kind == "sentence":
+        from yuefu.conditioners.sentence import build_sentence_conditioner
+
+        return build_sentence_conditioner(text_encoder or cfg.text.name, cfg.lm.dim)
     if cfg.text.kind != "t5":
         raise CheckpointError(f"unknown text conditioner kind {cfg.text.kind!r}")
     from transformers import AutoTokenizer
