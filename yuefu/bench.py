@@ -259,3 +259,38 @@ if __name__ == "__main__":
         print(json.dumps(worker(a.worker, a.model_dir, a.seconds, a.batch[0], a.device)))
     else:
         sys.exit(main_bench(a))
+
+
+def teacher_forced_agreement(reference, candidate, prompts: list[str], frames: int = 100,
+                             seed: int = 0) -> dict[str, float]:
+    """Compare two MusicGen instances (e.g. fp32 and int8) on the same token sequences, teacher-forced.
+
+    The sequences are sampled from ``reference`` (top-k 250, CFG 3); both models then score every pattern step of
+    them under CFG. Returns the top-1 agreement of the guided logits and the mean KL(reference || candidate) of
+    their softmax distributions, over all valid cells.
+    """
+    import torch
+
+    from yuefu.lm.patterns import make_pattern
+
+    reference.set_generation_params(duration=frames / reference.frame_rate)
+    with torch.inference_mode():
+        _, tokens = reference.generate(prompts, return_tokens=True, seed=seed)  # [B, K, T]
+        lm_cfg = reference.config.lm
+        pattern = make_pattern(lm_cfg.pattern, lm_cfg.n_q, tokens.shape[-1], lm_cfg.delays)
+        seq = pattern.build(tokens, lm_cfg.special_token)  # [B, K, S]
+        valid = pattern.valid[:, 1:]  # the cells predicted from the steps before them
+
+        def guided(model):
+            cond = model.encode_conditions(model.prepare_prompts(prompts))
+            cross = torch.cat([cond.cross, torch.zeros_like(cond.cross)])
+            logits = model.lm(seq[..., :-1].repeat(2, 1, 1).to(model.device), cross_src=cross).float()
+            c, u = logits.split(len(prompts))
+            return (u + (c - u) * 3.0).cpu()  # [B, K, S-1, card]
+
+        ref, cand = guided(reference), guided(candidate)
+    mask = valid.unsqueeze(0).expand(len(prompts), -1, -1)
+    agree = (ref.argmax(-1) == cand.argmax(-1))[mask].float().mean().item()
+    logp, logq = torch.log_softmax(ref, -1), torch.log_softmax(cand, -1)
+    kl = (logp.exp() * (logp - logq)).sum(-1)[mask].mean().item()
+    return {"top1_agreement": agree, "kl": kl}
