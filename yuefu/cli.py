@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dst", help="new folder to write")
     c.add_argument("--to", required=True, choices=["yuefu", "transformers", "audiocraft"])
     c.add_argument("--text-encoder", default=None, help="T5 name or local folder (audiocraft sources)")
+    from yuefu import bench
+
+    b = sub.add_parser("bench", help="speed against transformers on the same random weights")
+    bench.add_arguments(b)
     return p
 
 
@@ -124,10 +128,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _handlers() -> dict:
+    from yuefu.bench import main_bench
+
+    return {"generate": cmd_generate, "convert": cmd_convert, "bench": main_bench}
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"generate": cmd_generate, "convert": cmd_convert}[args.command](args)
+        return _handlers()[args.command](args)
     except YuefuError as e:
         print(f"yuefu: error: {e}", file=sys.stderr)
         return e.exit_code
