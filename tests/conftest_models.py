@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny import make_musicgen, make_tokenizer
+from tiny import make_melody_feature_extractor, make_musicgen, make_musicgen_melody, make_tokenizer
 
 REFERENCE = Path(__file__).resolve().parents[1] / "yuefu" / "checkpoints" / "templates"
 
@@ -141,4 +141,20 @@ def hf_stereo_dir(hf_stereo_model, tokenizer, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("hf_stereo")
     hf_stereo_model.save_pretrained(d)
     tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def hf_melody_model(tokenizer):
+    """transformers' MusicgenMelodyForConditionalGeneration, random, musicgen-melody structure at toy size."""
+    return make_musicgen_melody(tokenizer, seed=2)
+
+
+@pytest.fixture(scope="session")
+def hf_melody_dir(hf_melody_model, tokenizer, tmp_path_factory) -> Path:
+    """save_pretrained + tokenizer + transformers' melody feature extractor config, as the hub repos hold."""
+    d = tmp_path_factory.mktemp("hf_melody")
+    hf_melody_model.save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    make_melody_feature_extractor().save_pretrained(d)
     return d

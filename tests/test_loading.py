@@ -89,7 +89,7 @@ def test_official_id_loads_from_the_offline_cache(hf_dir, offline_cache, referen
     ("facebook/musicgen-medium", "HF_HUB_OFFLINE"),  # known but not cached
     ("nobody/no-such-model", "HF_HUB_OFFLINE"),
     ("musicgen-huge", "unknown model"),
-    ("facebook/musicgen-melody", "melody"),
+    ("facebook/musicgen-melody", "HF_HUB_OFFLINE"),  # melody models load now; this one is not cached
 ])
 def test_unknown_or_unavailable_models_fail_clearly(offline_cache, name, expect):
     with pytest.raises(ModelNotFoundError) as e:

@@ -74,3 +74,78 @@ def make_musicgen(tokenizer, seed: int = 0, stereo: bool = False, audiocraft_cod
         model.generation_config.pad_token_id = 2048
         model.generation_config.decoder_start_token_id = 2048
     return model
+
+
+def make_musicgen_melody(tokenizer, seed: int = 0, dim: int = 64, layers: int = 2):
+    """A random transformers MusicGen-melody (chroma + text prepended, no cross-attention) at toy size."""
+    from transformers import (
+        EncodecConfig,
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        MusicgenMelodyForConditionalGeneration,
+        T5Config,
+    )
+
+    torch.manual_seed(seed)
+    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                    relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    audio = EncodecConfig(
+        sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=16, upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2], codebook_size=2048, num_lstm_layers=2, chunk_length_s=None, overlap=None,
+        normalize=False, use_causal_conv=False, pad_mode="constant", use_conv_shortcut=False)
+    dec = MusicgenMelodyDecoderConfig(vocab_size=2048, num_hidden_layers=layers, hidden_size=dim,
+                                      num_attention_heads=4, ffn_dim=4 * dim, num_codebooks=4, audio_channels=1,
+                                      max_position_embeddings=2048, dropout=0.0)
+    config = MusicgenMelodyConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=dec.to_dict(),
+                                  num_chroma=12, chroma_length=235)
+    model = MusicgenMelodyForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for name, buf in model.audio_encoder.named_buffers():
+            if name.endswith("codebook.embed"):
+                buf.copy_(torch.randn_like(buf) * 0.5)
+        for name, p in model.decoder.named_parameters():
+            if "lm_heads" in name or "embed_tokens" in name:
+                p.normal_(0, 1.0)
+        # a chroma projection large enough that the melody visibly moves the logits
+        model.audio_enc_to_dec_proj.weight.normal_(0, 1.0)
+        model.generation_config.pad_token_id = 2048
+        model.generation_config.decoder_start_token_id = 2048
+    return model
+
+
+class _TorchaudioSpectrogram(torch.nn.Module):
+    """torchaudio.transforms.Spectrogram(power=2, normalized=True, center=True) by its definition: |STFT / ||w|| |^2."""
+
+    def __init__(self, n_fft: int, win_length: int, hop_length: int, **_: object):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop_length
+        self.window = torch.hann_window(win_length)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(x, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect",
+                          return_complex=True)
+        return (spec / self.window.pow(2).sum().sqrt()).abs().pow(2)
+
+
+def make_melody_feature_extractor():
+    """transformers' MusicgenMelodyFeatureExtractor; without torchaudio its Spectrogram is the stand-in above."""
+    import importlib
+    import types
+
+    fe_mod = importlib.import_module("transformers.models.musicgen_melody.feature_extraction_musicgen_melody")
+    try:
+        import torchaudio  # noqa: F401
+
+        return fe_mod.MusicgenMelodyFeatureExtractor()
+    except Exception:  # torchaudio absent: the rest is transformers' own code
+        stand_in = types.SimpleNamespace(transforms=types.SimpleNamespace(Spectrogram=_TorchaudioSpectrogram))
+        had = hasattr(fe_mod, "torchaudio")
+        old = getattr(fe_mod, "torchaudio", None)
+        fe_mod.torchaudio = stand_in
+        try:
+            return fe_mod.MusicgenMelodyFeatureExtractor()
+        finally:
+            if had:
+                fe_mod.torchaudio = old
+            else:
+                del fe_mod.torchaudio

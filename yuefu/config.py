@@ -90,7 +90,9 @@ class MusicGenConfig:
     text: TextConfig = field(default_factory=TextConfig)
     channels: int = 1  # audio channels of the whole model (2: stereo, codebooks interleaved [L1, R1, L2, R2, ...])
     max_duration: float = 30.0  # seconds per window, as trained
-    melody: bool = False  # chroma conditioning (next issue)
+    melody: bool = False  # chroma conditioning: chroma frames then text prepended (no cross-attention)
+    num_chroma: int = 12  # chroma bins of the melody condition (Linear(num_chroma, lm.dim) projection)
+    chroma_frames: int = 235  # chroma frames per window (30 s at 32 kHz, hop 4096)
     name: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,11 @@
 
 It holds the codec, the LM and the text conditioner, turns user requests into :class:`Conditions` and calls the
 one generation loop (``yuefu.generation.loop``); long pieces are windows of that same loop.
+
+Melody models (``facebook/musicgen-melody``...) have no cross-attention: their conditions are a prefix
+[chroma frames (235, projected by ``melody_proj``), text states (padding zeroed, not masked)] prepended to the audio
+steps. Under classifier-free guidance the null prefix is [chroma of silence (bin C on every frame), zeros], as
+audiocraft and transformers both build it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,14 @@ import torch
 from yuefu.checkpoints import Checkpoint, hub, read_checkpoint, write_checkpoint
 from yuefu.checkpoints.bundle import check_keys
 from yuefu.codec import CompressionModel
+from yuefu.conditioners.chroma import (
+    CHROMA_SAMPLE_RATE,
+    check_melody,
+    cyclic_melody_window,
+    melody_chroma,
+    null_melody_chroma,
+    separate_melody_stems,
+)
 from yuefu.conditioners.text import T5Conditioner, TextConditioner, build_t5_encoder
 from yuefu.config import MusicGenConfig
 from yuefu.errors import CheckpointError, InvalidArgumentError, ModelNotFoundError
@@ -40,8 +53,12 @@ class MusicGen:
     """Text-to-music model: ``generate(["lo-fi hip hop"])`` -> audio [B, C, T] at ``sample_rate``."""
 
     def __init__(self, name: str, compression_model: CompressionModel, lm: LMModel, conditioner: TextConditioner,
-                 config: MusicGenConfig):
+                 config: MusicGenConfig, melody_proj: torch.nn.Linear | None = None):
         self.name = name
+        self.melody_proj = melody_proj.eval() if melody_proj is not None else None  # chroma bins -> LM dim
+        if config.melody and melody_proj is None:
+            raise CheckpointError("a melody model needs its chroma projection")
+        self.separate_melody_stems = True  # Demucs (vocals + other) before chroma, as audiocraft; mix if unavailable
         self.compression_model = compression_model.eval()
         self.lm = lm.eval()
         self.conditioner = conditioner.eval()
@@ -74,8 +91,8 @@ class MusicGen:
                         quantize: str | None = None) -> MusicGen:
         device = torch.device(device or _default_device())
         cfg = ckpt.config
-        if cfg.melody:
-            raise CheckpointError("melody models are not supported by this version yet")
+        if cfg.melody and cfg.lm.cross_attention:
+            raise CheckpointError("unsupported: a melody model with text cross-attention (melody models prepend)")
         codec_sd = ckpt.codec
         if codec_sd is None:
             codec_sd = _load_codec_ref(ckpt)
@@ -95,7 +112,12 @@ class MusicGen:
         conditioner = _build_conditioner(ckpt, text_encoder)
         _load(conditioner.output_proj, ckpt.text_proj, "text projection")
         conditioner.to(device)
-        return cls(name or cfg.name, codec.to(device), lm, conditioner, cfg)
+        melody_proj = None
+        if cfg.melody:
+            melody_proj = torch.nn.Linear(cfg.num_chroma, cfg.lm.dim)
+            _load(melody_proj, ckpt.melody_proj or {}, "melody (chroma) projection")
+            melody_proj.to(device)
+        return cls(name or cfg.name, codec.to(device), lm, conditioner, cfg, melody_proj)
 
     def to_checkpoint(self) -> Checkpoint:
         """The model's weights in our module names."""
@@ -118,7 +140,9 @@ class MusicGen:
             lm={k: v.cpu() for k, v in self.lm.state_dict().items()},
             text_proj={k: v.cpu() for k, v in self.conditioner.output_proj.state_dict().items()},
             codec={k: v.cpu() for k, v in self.compression_model.state_dict().items()},
-            text_encoder=text_encoder, tokenizer_dir=tok_dir, source_format="yuefu")
+            text_encoder=text_encoder, tokenizer_dir=tok_dir, source_format="yuefu",
+            melody_proj=None if self.melody_proj is None else {
+                k: v.cpu() for k, v in self.melody_proj.state_dict().items()})
 
     def save_pretrained(self, folder: str | os.PathLike, format: str = "yuefu") -> Path:
         """Write safetensors + config (``format``: yuefu, transformers or audiocraft), atomically."""
@@ -286,30 +310,150 @@ class MusicGen:
             return SamplingParams(**{**self.params.__dict__, "cfg_coef": 1.0})
         return self.params
 
-    def encode_conditions(self, descriptions: list[str | None]) -> Conditions:
+    def encode_conditions(self, descriptions: list[str | None], chroma: torch.Tensor | None = None,
+                          has_melody: bool | None = None) -> Conditions:
+        """Text (and, for melody models, chroma [B, F, n_chroma]; None: the null melody) -> :class:`Conditions`.
+
+        Text models: cross-attention source. Melody models: prefix [chroma projected, text] with null prefix
+        [null chroma projected, zeros]; ``has_melody`` says whether any row has a real melody (default: any
+        ``chroma`` given), which decides, with the text, whether the two CFG branches differ at all.
+        """
         cond, _ = self.conditioner(descriptions)  # [B, L, D], padding zeroed
-        if all(d is None or d == "" for d in descriptions):
-            return Conditions(cross=cond)
-        return Conditions(cross=cond, null_cross=torch.zeros_like(cond))
+        no_text = all(d is None or d == "" for d in descriptions)
+        if not self.config.melody:
+            if no_text:
+                return Conditions(cross=cond)
+            return Conditions(cross=cond, null_cross=torch.zeros_like(cond))
+        assert self.melody_proj is not None
+        B = len(descriptions)
+        null_chroma = null_melody_chroma(B, self.config.chroma_frames, self.config.num_chroma, device=cond.device)
+        if has_melody is None:
+            has_melody = chroma is not None
+        if chroma is None:
+            chroma = null_chroma
+        w = self.melody_proj.weight
+        mel = self.melody_proj(chroma.to(device=w.device, dtype=w.dtype)).to(cond.dtype)  # [B, F, D]
+        prefix = torch.cat([mel, cond], dim=1)  # [B, F + L, D]: chroma, then text
+        if no_text and not has_melody:
+            return Conditions(prefix=prefix)  # both CFG branches would be equal
+        null_mel = self.melody_proj(null_chroma.to(w.dtype)).to(cond.dtype)  # [B, F, D]
+        return Conditions(prefix=prefix, null_prefix=torch.cat([null_mel, torch.zeros_like(cond)], dim=1))
+
+    # --- melody ----------------------------------------------------------------------------------------------------
+    def generate_with_chroma(self, descriptions: list[str | None], melody_wavs: Any, melody_sample_rate: int,
+                             progress: bool = False, return_tokens: bool = False,
+                             seed: int | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Audio [B, C, T] conditioned on text and melody (audiocraft's API; melody models only).
+
+        ``melody_wavs``: a tensor [B, C, T] or [C, T], or a list of B tensors [C, T] (None entries: no melody, the
+        null chroma). Each melody is checked (:func:`check_melody`: empty, NaN, silent or over-long audio gives a
+        one-line error), resampled to 32 kHz, stem-separated (Demucs vocals + other when available, else the mix
+        with one warning), and its chroma tiled/truncated to ``chroma_frames``. Past ``max_duration`` each window
+        reads the melody cyclically from its own time offset, as audiocraft.
+        """
+        if not self.config.melody:
+            raise InvalidArgumentError(f"{self.name or 'this model'} has no melody conditioning; use a melody model "
+                                       "such as facebook/musicgen-melody")
+        if isinstance(descriptions, str):
+            descriptions = [descriptions]
+        melodies = self._prepare_melodies(melody_wavs, melody_sample_rate)
+        if descriptions is None:
+            descriptions = [None] * len(melodies)
+        if len(descriptions) != len(melodies):
+            raise InvalidArgumentError(f"{len(descriptions)} descriptions for {len(melodies)} melodies")
+        if not descriptions:
+            raise InvalidArgumentError("no descriptions given")
+        return self._generate(list(descriptions), progress, return_tokens, seed, melodies=melodies)
+
+    def _prepare_melodies(self, melody_wavs: Any, sample_rate: int) -> list[torch.Tensor | None]:
+        """-> one mono waveform [1, 1, T] at the chroma rate (32 kHz) per item, or None for no melody."""
+        from yuefu.audio import resample
+
+        if isinstance(melody_wavs, torch.Tensor):
+            if melody_wavs.dim() == 2:
+                melody_wavs = melody_wavs[None]
+            if melody_wavs.dim() != 3:
+                raise InvalidArgumentError(f"melody_wavs must be [B, C, T], [C, T] or a list of [C, T], got shape "
+                                           f"{tuple(melody_wavs.shape)}")
+            melody_wavs = list(melody_wavs)
+        if not isinstance(melody_wavs, (list, tuple)):
+            raise InvalidArgumentError("melody_wavs must be a tensor or a list of tensors (None: no melody)")
+        out: list[torch.Tensor | None] = []
+        for i, wav in enumerate(melody_wavs):
+            if wav is None:
+                out.append(None)
+                continue
+            name = "melody" if len(melody_wavs) == 1 else f"melody {i}"
+            wav = check_melody(wav, sample_rate, name=name)  # [1, C, T] (a [B, C, T] item arrives as [C, T])
+            if wav.shape[0] != 1:
+                raise InvalidArgumentError(f"{name}: expected [channels, samples], got {tuple(wav.shape)}")
+            wav = resample(wav.to(self.device), sample_rate, CHROMA_SAMPLE_RATE)  # [1, C, T']
+            if self.separate_melody_stems:
+                wav = separate_melody_stems(wav, CHROMA_SAMPLE_RATE)  # [1, 1, T']
+            out.append(wav.mean(dim=1, keepdim=True))
+        return out
+
+    def melody_chroma_at(self, melodies: list[torch.Tensor | None],
+                         offset_seconds: float | None = None) -> torch.Tensor:
+        """Chroma [B, chroma_frames, n_chroma] of a window.
+
+        ``offset_seconds`` None (a single window): the whole melody, its chroma tiled or truncated to
+        ``chroma_frames``. A number (long-form; every window, the first included, as audiocraft): ``max_duration``
+        seconds of waveform read cyclically from that offset. A None melody gives the null chroma.
+
+        As audiocraft (which collates the batch's melodies) and transformers' processor (``padding=True``), the
+        melodies of one batch are zero-padded to the longest before the chroma, so a short melody's tiling period
+        is the batch's longest melody: each row equals what either reference gives for the same batch.
+        """
+        F = self.config.chroma_frames
+        longest = max((w.shape[-1] for w in melodies if w is not None), default=0)
+        rows = []
+        for wav in melodies:
+            if wav is not None and offset_seconds is None and wav.shape[-1] < longest:
+                wav = torch.nn.functional.pad(wav, (0, longest - wav.shape[-1]))  # [1, 1, longest]
+            if wav is None:
+                rows.append(null_melody_chroma(1, F, self.config.num_chroma, device=self.device))
+                continue
+            if offset_seconds is not None:
+                wav = cyclic_melody_window(wav, CHROMA_SAMPLE_RATE, offset_seconds, self.max_duration)
+            rows.append(melody_chroma(wav, CHROMA_SAMPLE_RATE, target_frames=F))  # [1, F, 12]
+        return torch.cat(rows)
 
     def _generate(self, descriptions: list[str | None], progress: bool, return_tokens: bool,
                   seed: int | None, prompt_tokens: torch.Tensor | None = None,
+                  melodies: list[torch.Tensor | None] | None = None,
                   ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
         descriptions = self.prepare_prompts(descriptions)
         with torch.inference_mode():
-            conditions = self.encode_conditions(descriptions)
+            conditions_at = None
+            if melodies is not None and any(m is not None for m in melodies):
+                has = True
+
+                def conditions_at(offset: float | None) -> Conditions:
+                    return self.encode_conditions(descriptions, self.melody_chroma_at(melodies, offset), has)
+
+                conditions = conditions_at(None)
+            else:
+                conditions = self.encode_conditions(descriptions)
             tokens = self.generate_tokens(conditions, len(descriptions), self._params_for(conditions), self.duration,
-                                          prompt=prompt_tokens, generator=generator, progress=progress)
+                                          prompt=prompt_tokens, generator=generator, progress=progress,
+                                          conditions_at=conditions_at)
             audio = self.decode_tokens(tokens)
         return (audio, tokens) if return_tokens else audio
 
     def generate_tokens(self, conditions: Conditions, batch_size: int, params: SamplingParams, duration: float,
                         prompt: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                        progress: bool = False) -> torch.Tensor:
-        """Tokens [B, K, frames] for ``duration`` seconds, in windows of ``max_duration`` when longer."""
+                        progress: bool = False,
+                        conditions_at: Callable[[float | None], Conditions] | None = None) -> torch.Tensor:
+        """Tokens [B, K, frames] for ``duration`` seconds, in windows of ``max_duration`` when longer.
+
+        ``conditions_at(offset_seconds)`` gives each window's conditions when there is more than one window (the
+        melody moves with time: audiocraft re-reads it from every window's offset, the first included); without
+        it every window reuses ``conditions``.
+        """
         fr = self.frame_rate
         total_frames = int(duration * fr)
         window = int(self.max_duration * fr)
@@ -340,6 +484,8 @@ class MusicGen:
         out: list[torch.Tensor] = []
         try:
             for i, (n, p_len) in enumerate(plan):
+                if conditions_at is not None and len(plan) > 1:
+                    conditions = conditions_at(i * stride / fr)
                 codes = generate_tokens(self.lm, self._pattern(n), conditions, batch_size, params, prompt,
                                         generator, report)
                 out.append(codes if i == 0 else codes[..., p_len:])

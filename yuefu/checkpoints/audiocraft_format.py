@@ -4,6 +4,10 @@ Each file is a torch pickle ``{'best_state': state_dict, 'xp.cfg': <YAML string>
 without executing code. The compression file may instead only name a codec (``{'pretrained':
 'facebook/encodec_32khz'}``), which the loader then fetches in transformers' EnCodec format. The T5 encoder is not
 inside: the config names it (``t5-base``).
+
+Melody models list ``fuser.prepend: [self_wav, description]`` (chroma frames first, then text, then audio) and
+store ``condition_provider.conditioners.self_wav.output_proj.*`` (Linear(n_chroma, dim)) beside a fixed STFT
+window buffer (``...self_wav.chroma.spec.window``), which is dropped: it is always a periodic Hann window.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from yuefu.errors import CheckpointError
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
 TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
+MELODY_PROJ = "condition_provider.conditioners.self_wav.output_proj."
+_MELODY_BUFFERS = (r"condition_provider\.conditioners\.self_wav\.chroma\..*",)  # STFT window: recomputed
 
 _L = r"transformer\.layers\.(\d+)\."
 _LM_RULES = [
@@ -107,8 +113,13 @@ def config_from_xp_cfg(cfg: dict[str, Any], text_proj_in: int) -> MusicGenConfig
     if tl.get("activation", "gelu") != "gelu" or any(tl.get(b) for b in ("bias_ff", "bias_attn", "bias_proj")):
         raise CheckpointError("unsupported transformer_lm variant (needs gelu and no biases)")
     fuser = cfg.get("fuser") or {}
-    if fuser.get("prepend"):
-        raise CheckpointError("melody models (prepended chroma conditioning) are not supported yet; text models load")
+    prepend = list(fuser.get("prepend") or [])
+    melody = "self_wav" in prepend
+    if prepend and sorted(prepend) != ["description", "self_wav"]:
+        raise CheckpointError(f"unsupported prepended conditions {prepend} (melody models prepend self_wav and "
+                              "description)")
+    if melody and _get(cfg, "conditioners.self_wav.model", "chroma_stem") != "chroma_stem":
+        raise CheckpointError(f"unsupported melody conditioner {_get(cfg, 'conditioners.self_wav.model')!r}")
     cross = "description" in (fuser.get("cross") or [])
     modeling = _get(cfg, "codebooks_pattern.modeling", "delay")
     delays = _get(cfg, f"codebooks_pattern.{modeling}.delays")
@@ -121,9 +132,17 @@ def config_from_xp_cfg(cfg: dict[str, Any], text_proj_in: int) -> MusicGenConfig
     t5_name = _get(cfg, "conditioners.description.t5.name", "t5-base")
     if _get(cfg, "conditioners.description.model", "t5") != "t5":
         raise CheckpointError(f"unsupported text conditioner {_get(cfg, 'conditioners.description.model')!r}")
+    extra: dict[str, Any] = {}
+    if melody:
+        chroma = _get(cfg, "conditioners.self_wav.chroma_stem", {}) or {}
+        sr = int(chroma.get("sample_rate", cfg.get("sample_rate", 32000)))
+        hop = 2 ** int(chroma.get("radix2_exp", 14)) // 4
+        duration = float(chroma.get("duration", _get(cfg, "dataset.segment_duration", 30.0)))
+        extra = {"melody": True, "num_chroma": int(chroma.get("n_chroma", 12)),
+                 "chroma_frames": int(duration * sr) // hop + 1}  # 30 s at 32 kHz: 235
     return MusicGenConfig(lm=lm, text=TextConfig(kind="t5", name=t5_name, encoder_dim=text_proj_in),
                           channels=2 if stereo else int(cfg.get("channels", 1)),
-                          max_duration=float(_get(cfg, "dataset.segment_duration", 30.0)))
+                          max_duration=float(_get(cfg, "dataset.segment_duration", 30.0)), **extra)
 
 
 def _template(name: str) -> dict[str, Any]:
@@ -139,6 +158,14 @@ def config_to_xp_cfg(cfg: MusicGenConfig) -> dict[str, Any]:
     x["codebooks_pattern"]["modeling"] = lm.pattern
     x["codebooks_pattern"].setdefault(lm.pattern, {})["delays"] = list(lm.delays)
     x["fuser"]["cross"] = ["description"] if lm.cross_attention else []
+    if cfg.melody:
+        x["fuser"]["prepend"] = ["self_wav", "description"]
+        x["conditioners"]["self_wav"] = {
+            "model": "chroma_stem",
+            "chroma_stem": {"sample_rate": "${sample_rate}", "n_chroma": cfg.num_chroma, "radix2_exp": 14,
+                            "argmax": True, "match_len_on_eval": True, "eval_wavs": None, "n_eval_wavs": 100,
+                            "cache_path": None, "duration": cfg.max_duration},
+        }
     x["conditioners"]["description"]["t5"]["name"] = cfg.text.name
     x["sample_rate"] = cfg.codec.sample_rate
     x["channels"] = cfg.channels
@@ -166,9 +193,13 @@ def read(folder: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{folder / LM_FILE}: no text conditioner projection ({TEXT_PROJ}*)")
     config = config_from_xp_cfg(parse_xp_cfg(pkg["xp.cfg"], str(folder / LM_FILE)),
                                 text_proj["weight"].shape[1])
-    lm = _split_cross_in_proj(rename_keys({k: v for k, v in best.items() if not k.startswith(TEXT_PROJ)},
-                                          _LM_RULES, f"{folder / LM_FILE}"))
-    ckpt = Checkpoint(config=config, lm=lm, text_proj=text_proj, source_format="audiocraft")
+    melody_proj = {k[len(MELODY_PROJ):]: v for k, v in best.items() if k.startswith(MELODY_PROJ)} or None
+    if config.melody and melody_proj is None:
+        raise CheckpointError(f"{folder / LM_FILE}: a melody model without its chroma projection ({MELODY_PROJ}*)")
+    lm_sd = {k: v for k, v in best.items() if not k.startswith((TEXT_PROJ, MELODY_PROJ))}
+    lm = _split_cross_in_proj(rename_keys(lm_sd, _LM_RULES, f"{folder / LM_FILE}", drop=_MELODY_BUFFERS))
+    ckpt = Checkpoint(config=config, lm=lm, text_proj=text_proj, source_format="audiocraft",
+                      melody_proj=melody_proj)
 
     if not (folder / CODEC_FILE).exists():
         raise CheckpointError(f"{folder}: {CODEC_FILE} is missing (the audiocraft format needs both files)")
@@ -190,6 +221,11 @@ def write(ckpt: Checkpoint, folder: Path) -> None:
         raise CheckpointError("no codec weights to write")
     best = rename_keys(_join_cross_in_proj(ckpt.lm), _LM_RULES_BACK, "LM weights")
     best.update({TEXT_PROJ + k: v for k, v in ckpt.text_proj.items()})
+    if ckpt.config.melody:
+        if ckpt.melody_proj is None:
+            raise CheckpointError("a melody model needs its chroma projection to be written")
+        best.update({MELODY_PROJ + k: v for k, v in ckpt.melody_proj.items()})
+        best["condition_provider.conditioners.self_wav.chroma.spec.window"] = torch.hann_window(2**14)
     xp = config_to_xp_cfg(ckpt.config)
     torch.save({"best_state": best, "xp.cfg": yaml.safe_dump(xp, sort_keys=False), "version": "1.0",
                 "exported": True}, folder / LM_FILE)

@@ -29,6 +29,7 @@ class Checkpoint:
     tokenizer_dir: str | None = None  # folder holding the tokenizer files, if the checkpoint has them
     source_format: str = ""
     extra: dict[str, Any] | None = None
+    melody_proj: StateDict | None = None  # {weight, bias}: chroma bins -> LM dim (melody models only)
 
 
 Rule = tuple[str, str]  # (regex over the full key, replacement)

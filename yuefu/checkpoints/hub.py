@@ -7,7 +7,7 @@ from pathlib import Path
 
 from yuefu.errors import ModelNotFoundError
 
-# Official ids and what this version loads. Melody models (prepended chroma) come with the generation modes.
+# Official ids: text models (cross-attention), stereo models, and melody models (chroma + text prepended).
 TEXT_MODELS = ("facebook/musicgen-small", "facebook/musicgen-medium", "facebook/musicgen-large")
 STEREO_MODELS = ("facebook/musicgen-stereo-small", "facebook/musicgen-stereo-medium",
                  "facebook/musicgen-stereo-large")
@@ -66,10 +66,8 @@ def resolve_model(name_or_path: str) -> Path:
                                      "state_dict.bin + compression_state_dict.bin), not a file")
         return path
     repo = canonical_name(name_or_path)
-    if repo in MELODY_MODELS:
-        raise ModelNotFoundError(f"{repo}: melody models are not supported by this version yet")
     if "/" not in repo:
-        known = ", ".join(TEXT_MODELS + STEREO_MODELS)
+        known = ", ".join(KNOWN_MODELS)
         raise ModelNotFoundError(f"unknown model {name_or_path!r}: no such folder, and not a hub id such as {known}")
     folder = download(repo, TRANSFORMERS_PATTERNS)
     if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):

@@ -6,6 +6,10 @@ Key map (transformers -> ours), from ``MusicgenForConditionalGeneration``:
 layer_norm`` / ``final_layer_norm`` -> ``norm1`` / ``norm_cross`` / ``norm2``; ``fc1`` / ``fc2`` -> ``ffn.linear1`` /
 ``ffn.linear2``; ``decoder.model.decoder.layer_norm`` -> ``out_norm``; ``decoder.lm_heads.{k}`` -> ``heads.{k}``;
 ``enc_to_dec_proj`` -> text projection; ``audio_encoder.*`` -> codec; ``text_encoder.*`` -> T5 encoder.
+
+Melody models (``model_type: musicgen_melody``, ``MusicgenMelodyForConditionalGeneration``) have the same decoder
+keys without ``encoder_attn``, plus ``audio_enc_to_dec_proj`` (Linear(num_chroma, dim)) -> melody projection; the
+config adds ``num_chroma`` and ``chroma_length``.
 """
 
 from __future__ import annotations
@@ -50,9 +54,8 @@ _QKV = ("q_proj", "k_proj", "v_proj")
 # --- config -----------------------------------------------------------------------------------------------------
 def config_from_transformers(cfg: dict[str, Any]) -> MusicGenConfig:
     model_type = cfg.get("model_type")
-    if model_type == "musicgen_melody":
-        raise CheckpointError("melody models (musicgen_melody) are not supported yet; text models load")
-    if model_type != "musicgen":
+    melody = model_type == "musicgen_melody"
+    if model_type not in ("musicgen", "musicgen_melody"):
         raise CheckpointError(f"config.json is not a MusicGen config (model_type={model_type!r})")
     dec, text, audio = cfg["decoder"], cfg["text_encoder"], cfg["audio_encoder"]
     channels = int(dec.get("audio_channels", 1))
@@ -63,7 +66,7 @@ def config_from_transformers(cfg: dict[str, Any]) -> MusicGenConfig:
         delays = list(range(n_q))
     lm = LMConfig(
         dim=dec["hidden_size"], num_heads=dec["num_attention_heads"], num_layers=dec["num_hidden_layers"],
-        ffn_dim=dec["ffn_dim"], n_q=n_q, card=dec["vocab_size"], cross_attention=True, delays=delays,
+        ffn_dim=dec["ffn_dim"], n_q=n_q, card=dec["vocab_size"], cross_attention=not melody, delays=delays,
     )
     if dec.get("activation_function", "gelu") != "gelu" or dec.get("scale_embedding", False):
         raise CheckpointError("unsupported decoder variant (activation must be gelu, scale_embedding false)")
@@ -71,8 +74,12 @@ def config_from_transformers(cfg: dict[str, Any]) -> MusicGenConfig:
         raise CheckpointError("unsupported: text encoder without the enc_to_dec projection")
     text_cfg = TextConfig(kind="t5", name=text.get("_name_or_path") or "t5-base", encoder_dim=text["d_model"],
                           encoder_config=text)
+    extra: dict[str, Any] = {}
+    if melody:
+        extra = {"melody": True, "num_chroma": int(cfg.get("num_chroma", 12)),
+                 "chroma_frames": int(cfg.get("chroma_length", 235))}
     return MusicGenConfig(codec=codec_config_from_transformers(audio), lm=lm, text=text_cfg, channels=channels,
-                          max_duration=30.0, name=cfg.get("_name_or_path", ""))
+                          max_duration=30.0, name=cfg.get("_name_or_path", ""), **extra)
 
 
 def config_to_transformers(cfg: MusicGenConfig) -> dict[str, Any]:
@@ -87,6 +94,14 @@ def config_to_transformers(cfg: MusicGenConfig) -> dict[str, Any]:
         "activation_function": "gelu", "dropout": 0.1, "scale_embedding": False,
         "pad_token_id": lm.card, "bos_token_id": lm.card,
     }
+    if cfg.melody:
+        dec["model_type"] = "musicgen_melody_decoder"
+        return {
+            "model_type": "musicgen_melody", "architectures": ["MusicgenMelodyForConditionalGeneration"],
+            "decoder": dec, "text_encoder": cfg.text.encoder_config,
+            "audio_encoder": codec_config_to_transformers(cfg.codec), "is_encoder_decoder": True,
+            "num_chroma": cfg.num_chroma, "chroma_length": cfg.chroma_frames,
+        }
     return {
         "model_type": "musicgen", "architectures": ["MusicgenForConditionalGeneration"],
         "decoder": dec, "text_encoder": cfg.text.encoder_config,
@@ -194,9 +209,13 @@ def read(folder: str | os.PathLike) -> Checkpoint:
     text_proj = split_prefix(sd, "enc_to_dec_proj.")
     codec = codec_state_from_transformers(split_prefix(sd, "audio_encoder."))
     text_encoder = split_prefix(sd, "text_encoder.")
+    melody_proj = split_prefix(sd, "audio_enc_to_dec_proj.") or None
+    if config.melody and melody_proj is None:
+        raise CheckpointError(f"{folder}: a melody model without its chroma projection (audio_enc_to_dec_proj.*)")
     has_tok = any((folder / f).exists() for f in TOKENIZER_FILES)
     return Checkpoint(config=config, lm=lm, text_proj=text_proj, codec=codec, text_encoder=text_encoder or None,
-                      tokenizer_dir=str(folder) if has_tok else None, source_format="transformers")
+                      tokenizer_dir=str(folder) if has_tok else None, source_format="transformers",
+                      melody_proj=melody_proj)
 
 
 def write(ckpt: Checkpoint, folder: Path) -> None:
@@ -211,5 +230,9 @@ def write(ckpt: Checkpoint, folder: Path) -> None:
     sd.update({f"enc_to_dec_proj.{k}": v for k, v in ckpt.text_proj.items()})
     sd.update({f"audio_encoder.{k}": v for k, v in codec_state_to_transformers(ckpt.codec).items()})
     sd.update({f"text_encoder.{k}": v for k, v in ckpt.text_encoder.items()})
+    if ckpt.config.melody:
+        if ckpt.melody_proj is None:
+            raise CheckpointError("a melody model needs its chroma projection to be written")
+        sd.update({f"audio_enc_to_dec_proj.{k}": v for k, v in ckpt.melody_proj.items()})
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
     save_file({k: v.contiguous() for k, v in sd.items()}, str(folder / "model.safetensors"))
