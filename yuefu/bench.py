@@ -238,7 +238,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main_bench(args: argparse.Namespace) -> int:
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}" + (f"; workers use {args.threads} thread(s)" if args.threads else ""))
     print(f"model: musicgen-{args.size} architecture, random weights; {args.seconds:g} s per generation, CFG 3, "
           f"top-k 250; ms/step excludes the codec decode, RTF includes it")
     results = run_benchmark(args.size, args.seconds, args.batch, args.impl, args.reps, args.device,
