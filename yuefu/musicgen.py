@@ -102,8 +102,9 @@ class MusicGen:
         except (ValueError, RuntimeError) as e:
             raise CheckpointError(f"codec weights: {str(e).splitlines()[0][:300]}") from None
 
-        lm = LMModel(cfg.lm)
-        _load(lm, ckpt.lm, "LM")
+        with torch.device("meta"):  # no random init: the checkpoint's tensors become the parameters
+            lm = LMModel(cfg.lm)
+        _load(lm, ckpt.lm, "LM", assign=True)
         lm.to(device=device, dtype=_dtype(dtype))
         if quantize is not None:
             if quantize != "int8":
@@ -522,14 +523,14 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     return dtype
 
 
-def _load(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
+def _load(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str, assign: bool = False) -> None:
     expected = module.state_dict()
     check_keys(set(expected), set(sd), f"{what} weights")
     for k, v in sd.items():
         if tuple(v.shape) != tuple(expected[k].shape):
             raise CheckpointError(f"{what} weights: {k} has shape {tuple(v.shape)}, the architecture wants "
                                   f"{tuple(expected[k].shape)}")
-    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()}, assign=assign)
 
 
 def _load_codec_ref(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
