@@ -54,9 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--to", required=True, choices=["yuefu", "transformers", "audiocraft"])
     c.add_argument("--text-encoder", default=None, help="T5 name or local folder (audiocraft sources)")
     from yuefu import bench
+    from yuefu.data import render
+    from yuefu.train import cli as train_cli
 
     b = sub.add_parser("bench", help="speed against transformers on the same random weights")
     bench.add_arguments(b)
+    data = sub.add_parser("data", help="datasets: render a corpus, index a folder of audio")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    render.add_render_parser(data_sub)
+    train_cli.add_index_parser(data_sub)
+    train_cli.add_train_parser(sub)
     return p
 
 
@@ -131,7 +138,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _handlers() -> dict:
     from yuefu.bench import main_bench
 
-    return {"generate": cmd_generate, "convert": cmd_convert, "bench": main_bench}
+    return {"generate": cmd_generate, "convert": cmd_convert, "bench": main_bench,
+            "data": lambda args: args.func(args), "train": lambda args: args.func(args)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,205 @@
+"""Specification of codec training (yuefu.train.codec_trainer and its losses).
+
+The headline: a tiny codec (SEANet with 8 filters, 4 codebooks of 16 entries, 8 kHz) trained for 150 steps on synthetic
+tones reconstructs them far better than at its start: the noise-to-signal ratio ||y - x||^2 / ||x||^2 falls by more than
+20x (measured: 1.07 -> 0.0097, 110x) and SI-SNR rises above 10 dB (measured: -52 -> 21 dB). The same run meets a file
+that was truncated after indexing, skips and counts it, and finishes. The losses are checked against closed forms.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from yuefu.train import common
+from yuefu.train.balancer import Balancer
+from yuefu.train.codec_trainer import build_codec, train_codec
+from yuefu.train.config import CodecTrainConfig, from_dict
+from yuefu.train.discriminator import (
+    MultiScaleSTFTDiscriminator,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adv_loss,
+)
+from yuefu.train.losses import MelSpectrogram, MultiScaleMelLoss, si_snr
+from yuefu.train.models import load_codec
+
+SR = 8000
+FREQS = (330.0, 470.0, 610.0, 890.0)
+
+
+def write_tones(folder, freqs=FREQS, seconds: float = 1.0) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(SR * seconds)) / SR
+    for i, f in enumerate(freqs):
+        sf.write(folder / f"tone_{i}.wav", (0.5 * np.sin(2 * np.pi * f * t + i)).astype(np.float32), SR)
+
+
+def codec_config(data, run_dir, **changes) -> CodecTrainConfig:
+    d = {
+        "run_dir": str(run_dir),
+        "data": {"path": str(data), "segment_seconds": 0.25, "batch_size": 8, "valid_fraction": 0.0},
+        "model": {"codec": {"sample_rate": SR, "n_filters": 8, "dimension": 16, "ratios": [4, 4, 2], "n_q": 4,
+                            "bins": 16, "lstm": 0},
+                  "quantizer": {"kmeans_iters": 10}},
+        # all five objectives on; the reconstruction ones weigh more so that 200 steps suffice
+        "losses": {"l1": 1.0, "msspec": 0.5, "adv": 0.1, "feat": 0.2},
+        "msspec": {"range_start": 7, "range_end": 9},
+        "discriminator": {"filters": 4, "n_ffts": [128], "hop_lengths": [32], "win_lengths": [128]},
+        "optim": {"lr": 0.003},
+        "train": {"max_steps": 150, "threads": 1},
+        "checkpoint": {"every": 75},
+        "log": {"every": 50, "valid_every": 0, "valid_batches": 1, "progress": False, "num_samples": 1},
+    }
+    for key, value in changes.items():
+        node = d
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return from_dict(CodecTrainConfig, d)
+
+
+def _tone_batch() -> torch.Tensor:
+    t = torch.arange(2000) / SR
+    return torch.stack([0.5 * torch.sin(2 * math.pi * f * (t + 0.1) + i) for i, f in enumerate(FREQS)])[:, None]
+
+
+def _nsr(model, x: torch.Tensor) -> tuple[float, float]:
+    model.eval()
+    with torch.no_grad():
+        y = model(x).audio
+    return float((y - x).pow(2).sum() / x.pow(2).sum()), float(si_snr(y, x).mean())
+
+
+def test_tiny_codec_learns_tones_and_survives_a_corrupt_file(tmp_path, capsys):
+    data = tmp_path / "tones"
+    write_tones(data)
+    write_tones(data / "extra", freqs=(700.0,))
+    cfg = codec_config(data, tmp_path / "run")
+    from yuefu.data import index_folder, write_manifest
+
+    write_manifest(index_folder(data).entries, data / "manifest.jsonl")  # 5 files, all fine when indexed
+    bad = data / "extra" / "tone_0.wav"
+    bad.write_bytes(bad.read_bytes()[:3000])  # then one is truncated
+
+    x = _tone_batch()
+    torch.manual_seed(cfg.train.seed)
+    start = build_codec(cfg).train()
+    start(x)  # k-means initialises the codebooks on these very tones: the fairest start
+    nsr_start, snr_start = _nsr(start, x)
+
+    out = train_codec(cfg)
+    trained = load_codec(out)
+    nsr_end, snr_end = _nsr(trained, x)
+    stdout = capsys.readouterr().out
+    with capsys.disabled():
+        print(f"\ncodec on tones: NSR {nsr_start:.3g} -> {nsr_end:.3g} ({nsr_start / nsr_end:.0f}x), "
+              f"SI-SNR {snr_start:.1f} -> {snr_end:.1f} dB")
+    assert nsr_start / nsr_end > 20, (nsr_start, nsr_end)
+    assert snr_end > 10 > snr_start, (snr_start, snr_end)
+    assert "skipped" in stdout and "tone_0.wav" in stdout and "truncated" in stdout
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    last = {r["name"]: float(r["value"]) for r in rows if r["step"] == "150" and r["split"] == "train"}
+    assert last["skipped_files"] >= 1
+    assert {"l1", "msspec", "adv", "feat", "d_loss", "commit", "g_loss"} <= set(last)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "latest", "step_00000075", "step_00000150"]
+    assert (tmp_path / "run" / "samples" / "step_00000150" / "0_reconstruction.wav").exists()
+
+
+def test_codec_resumes_exactly_after_a_crash(tmp_path, monkeypatch):
+    data = tmp_path / "tones"
+    write_tones(data)
+    changes = {"train.max_steps": 6, "checkpoint.every": 2, "log.num_samples": 0, "ema.use": True,
+               "model.quantizer.threshold_ema_dead_code": 4.0}  # dead codes get replaced: random draws to restore
+    reference = load_codec(train_codec(codec_config(data, tmp_path / "a", **changes)))
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_5(step: int) -> None:
+        if step == 5:
+            raise Crash
+
+    monkeypatch.setattr(common, "maybe_kill", crash_at_5)
+    cfg = codec_config(data, tmp_path / "b", **changes)
+    with pytest.raises(Crash):
+        train_codec(cfg)
+    monkeypatch.undo()
+    resumed = load_codec(train_codec(cfg, resume=True))  # from step 4: step 5 is lost and done again
+    ref, res = reference.state_dict(), resumed.state_dict()
+    assert ref.keys() == res.keys()
+    for k in ref:
+        assert torch.equal(ref[k], res[k]), k
+
+
+def test_a_second_run_in_the_same_folder_needs_resume(tmp_path):
+    from yuefu.errors import InvalidArgumentError
+
+    data = tmp_path / "tones"
+    write_tones(data, freqs=(440.0,))
+    cfg = codec_config(data, tmp_path / "run", **{"train.max_steps": 1, "log.num_samples": 0})
+    train_codec(cfg)
+    with pytest.raises(InvalidArgumentError, match="--resume"):
+        train_codec(cfg)
+
+
+# --- losses against closed forms ----------------------------------------------------------------------------------
+
+
+def test_si_snr_closed_form():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 4000, generator=g)
+    noise = torch.randn(3, 1, 4000, generator=g)
+    noise -= (noise * x).sum(-1, keepdim=True) / x.pow(2).sum(-1, keepdim=True) * x  # orthogonal to x
+    noise -= noise.mean(-1, keepdim=True)
+    x -= x.mean(-1, keepdim=True)
+    noise = noise / noise.norm(dim=-1, keepdim=True) * x.norm(dim=-1, keepdim=True) * 0.1  # 20 dB below
+    assert torch.allclose(si_snr(x + noise, x), torch.full((3,), 20.0), atol=1e-2)
+    assert torch.allclose(si_snr(3.0 * (x + noise), x), si_snr(x + noise, x), atol=1e-4)  # scale-invariant
+
+
+def test_mel_spectrogram_puts_a_tone_in_its_mel_band():
+    sr, f = 16000, 1000.0
+    mel = MelSpectrogram(sr, n_fft=1024, hop_length=256, n_mels=40, f_min=0.0, log=False)
+    t = torch.arange(8000) / sr
+    spec = mel(torch.sin(2 * math.pi * f * t)[None, None])  # [1, 40, frames]
+    assert spec.shape == (1, 40, math.ceil(8000 / 256))
+    hz_to_mel = lambda hz: 2595 * math.log10(1 + hz / 700)  # noqa: E731  (HTK, written independently)
+    centres = torch.linspace(0, hz_to_mel(sr / 2), 42)[1:-1]
+    expected = int(torch.argmin((centres - hz_to_mel(f)).abs()))
+    assert int(spec[0, :, 5].argmax()) == expected
+    assert MultiScaleMelLoss(sr, 6, 9)(spec.new_ones(1, 1, 4000), spec.new_ones(1, 1, 4000)) == 0
+
+
+def test_balancer_gives_each_loss_its_share_of_the_gradient():
+    y = torch.zeros(2, 3, requires_grad=True)
+    target = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    losses = {"a": 100 * (y - target).pow(2).sum(), "b": 0.01 * (y * torch.tensor([0.0, 0.0, 1.0])).sum()}
+    bal = Balancer({"a": 3.0, "b": 1.0}, per_batch_item=False, total_norm=2.0, ema_decay=0.0)
+    grad, _ = bal.gradient(losses, y)
+    ga, gb = (torch.autograd.grad(losses[k], y, retain_graph=True)[0] for k in ("a", "b"))
+    expected = 2.0 * (0.75 * ga / ga.norm() + 0.25 * gb / gb.norm())
+    assert torch.allclose(grad, expected, atol=1e-6)
+    plain = Balancer({"a": 3.0, "b": 1.0}, balance_grads=False)
+    assert torch.allclose(plain.gradient(losses, y)[0], 3 * ga + gb)
+
+
+def test_discriminator_shapes_and_hinge_losses():
+    disc = MultiScaleSTFTDiscriminator(4, 1, [128, 64], [32, 16], [128, 64])
+    logits, fmaps = disc(torch.randn(2, 1, 2000))
+    assert len(logits) == 2 and len(fmaps) == 2 and all(len(f) == 5 for f in fmaps)
+    assert logits[0].shape[:2] == (2, 1)
+    zeros = [torch.zeros(2, 1, 3, 3)]
+    assert discriminator_loss(zeros, zeros) == 2.0  # relu(1 + 0) + relu(1 - 0)
+    assert discriminator_loss([torch.full((4,), -2.0)], [torch.full((4,), 2.0)]) == 0.0  # confident and right
+    assert generator_adv_loss([torch.full((4,), 0.5), torch.full((4,), -1.5)]) == 0.5  # mean of -D(fake)
+    f = [[torch.ones(2, 3), torch.zeros(2, 3)]]
+    r = [[torch.zeros(2, 3), torch.zeros(2, 3)]]
+    assert feature_matching_loss(f, r) == 0.5
