@@ -157,3 +157,19 @@ def test_audiocraft_full_codec_file_loads(model, hf_model, t5_dir, tmp_path, ref
     assert any(k.startswith("quantizer.vq.layers.0._codebook.embed") for k in pkg["best_state"])
     loaded = yuefu.MusicGen.from_pretrained(str(out), device="cpu", text_encoder=str(t5_dir))
     assert torch.equal(greedy_tokens(loaded), reference_tokens)
+
+
+def test_stereo_model_round_trips_through_the_audiocraft_layout(hf_stereo_model, hf_stereo_dir, tokenizer, tmp_path):
+    """Stereo: 8 interleaved codebooks with delays [0,0,1,1,2,2,3,3] survive audiocraft's xp.cfg
+    (interleave_stereo_codebooks) and give the same tokens and [B, 2, T] audio."""
+    stereo = yuefu.MusicGen.from_pretrained(str(hf_stereo_dir), device="cpu")
+    out = stereo.save_pretrained(tmp_path / "ac", format="audiocraft")
+    t5 = tmp_path / "t5"  # this model's own T5 encoder, as a user keeps t5-base next to an audiocraft checkpoint
+    hf_stereo_model.text_encoder.save_pretrained(t5)
+    tokenizer.save_pretrained(t5)
+    again = yuefu.MusicGen.from_pretrained(str(out), device="cpu", text_encoder=str(t5))
+    assert again.audio_channels == 2 and again.config.lm.delays == [0, 0, 1, 1, 2, 2, 3, 3]
+    ta = greedy_tokens(stereo)
+    tb = greedy_tokens(again)
+    assert torch.equal(ta, tb)
+    assert again.generate(["jazz trio"]).shape == (1, 2, int(0.4 * 32000))
