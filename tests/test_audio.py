@@ -108,10 +108,34 @@ def test_non_finite_samples_are_rejected_and_nothing_is_written(tmp_path, bad):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_suffix_that_is_neither_wav_nor_flac_is_rejected(tmp_path):
+def test_an_unknown_suffix_is_rejected(tmp_path):
     with pytest.raises(InvalidArgumentError) as error:
-        audio.write(tmp_path / "out.mp3", sine(440, 32000, 0.1).float(), 32000)
-    assert ".wav or .flac" in one_line(error)
+        audio.write(tmp_path / "out.xyz", sine(440, 32000, 0.1).float(), 32000)
+    assert ".wav, .flac, .mp3, .ogg" in one_line(error)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix,codec", [(".mp3", "mp3"), (".ogg", "vorbis")])
+def test_lossy_files_decode_elsewhere_to_the_same_tone(tmp_path, suffix, codec):
+    """MP3 and OGG written here are read by FFmpeg (an independent decoder): codec, rate, length and pitch."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg (Debian package) is not installed")
+    wav = sine(440, 32000, 2.0).float()
+    path = audio.write(tmp_path / f"tone{suffix}", wav, 32000)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,sample_rate,channels",
+                            "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout
+    assert probe.strip().split(",") == [codec, "32000", "1"]
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-"],
+                         capture_output=True, check=True).stdout
+    decoded = np.frombuffer(raw, dtype="<f4")
+    assert abs(len(decoded) - 64000) < 2400  # encoder padding of a frame or so at most
+    spectrum = np.abs(np.fft.rfft(decoded[4000:60000]))
+    peak_hz = np.argmax(spectrum) * 32000 / 56000
+    assert abs(peak_hz - 440) < 2
+    assert np.abs(decoded[4000:60000]).max() == pytest.approx(float(wav.abs().max()), rel=0.1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_several_prompts_write_numbered_flac_files(hf_dir, tmp_path):
     r = run("generate", "jazz trio", "calm ambient pads", "--model", str(hf_dir), "--duration", "0.5",
             "--out", str(tmp_path / "x.flac"), "--quiet")
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_0.flac", "x_1.flac"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_0.flac", "x_0.json", "x_1.flac", "x_1.json"]
 
 
 def test_convert_writes_a_loadable_folder(hf_dir, tmp_path):

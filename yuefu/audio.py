@@ -32,7 +32,10 @@ Normalize = Literal["safe", "peak", "none"]
 # below full scale so that encoders and players that add a little overshoot do not clip either.
 PEAK_CEILING = 0.99
 
-_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3", ".ogg": "OGG"}
+# Lossy formats, encoded by libsndfile's LAME (MP3) and libvorbis (OGG): their one sample encoding each.
+_LOSSY = {"MP3": "MPEG_LAYER_III", "OGG": "VORBIS"}
+AUDIO_FORMATS = tuple(f.lstrip(".") for f in _FORMATS)
 # Containers libsndfile does not decode; PyAV (FFmpeg) does.
 _NEEDS_PYAV = {".m4a", ".mp4", ".aac", ".webm", ".mkv", ".mov", ".wma", ".3gp", ".amr", ".ac3"}
 _MAX_CHANNELS = 8
@@ -68,10 +71,11 @@ def write(
     subtype: str = "PCM_16",
     normalize: Normalize = "safe",
 ) -> Path:
-    """Write ``wav`` ([C, T] or [T], floats in [-1, 1]) to ``path`` as WAV or FLAC; return the path.
+    """Write ``wav`` ([C, T] or [T], floats in [-1, 1]) to ``path`` as WAV, FLAC, MP3 or OGG; return the path.
 
-    The format comes from the suffix (``.wav``, ``.flac``) unless ``format`` ("wav" | "flac") is given; samples are
-    16-bit PCM unless ``subtype`` names another soundfile subtype ("PCM_24", "FLOAT", ...).
+    The format comes from the suffix (``.wav``, ``.flac``, ``.mp3``, ``.ogg``) unless ``format`` is given; WAV and
+    FLAC samples are 16-bit PCM unless ``subtype`` names another soundfile subtype ("PCM_24", "FLOAT", ...). MP3
+    (LAME) and OGG (Vorbis) are encoded by libsndfile at high quality (``subtype`` is then ignored).
 
     ``normalize`` decides the level, and no choice ever clips:
       - "safe" (default): unchanged, unless the peak exceeds 1; then the whole waveform is scaled down so that
@@ -86,7 +90,7 @@ def write(
     """
     path = Path(path)
     fmt = _format_of(path, format)
-    subtype = subtype.upper()
+    subtype = _LOSSY.get(fmt, subtype.upper())
     if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
         raise InvalidArgumentError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if not sf.check_format(fmt, subtype):
@@ -96,9 +100,10 @@ def write(
         raise InvalidArgumentError(f"cannot write '{path}': the waveform contains NaN or infinite values")
     samples = _set_level(samples, normalize, subtype)
     frames = np.ascontiguousarray(samples.T)  # [T, C], as soundfile wants
+    quality = {"compression_level": 0.1} if fmt in _LOSSY else {}  # 0 = best quality / highest bit rate
 
     def write_samples(tmp: Path) -> None:
-        sf.write(tmp, frames, int(sample_rate), format=fmt, subtype=subtype)
+        sf.write(tmp, frames, int(sample_rate), format=fmt, subtype=subtype, **quality)
 
     _write_atomically(path, write_samples)
     return path
@@ -108,12 +113,23 @@ def _format_of(path: Path, format: str | None) -> str:
     if format is not None:
         fmt = _FORMATS.get("." + format.lower().lstrip("."))
         if fmt is None:
-            raise InvalidArgumentError(f"unsupported audio format {format!r}; use 'wav' or 'flac'")
+            raise InvalidArgumentError(f"unsupported audio format {format!r}; use {', '.join(AUDIO_FORMATS)}")
         return fmt
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise InvalidArgumentError(f"cannot tell the audio format of '{path}': name it .wav or .flac")
+        raise InvalidArgumentError(f"cannot tell the audio format of '{path}': name it "
+                                   f"{', '.join('.' + f for f in AUDIO_FORMATS)}")
     return fmt
+
+
+def to_bytes(wav: torch.Tensor | np.ndarray, sample_rate: int, format: str = "wav") -> bytes:
+    """The file :func:`write` would write, as bytes (for HTTP responses and downloads)."""
+    import tempfile
+
+    fmt = format.lower().lstrip(".")
+    with tempfile.TemporaryDirectory(prefix="yuefu-audio-") as d:
+        path = write(Path(d) / f"audio.{fmt}", wav, sample_rate, format=fmt)
+        return path.read_bytes()
 
 
 def _channels_first(wav: torch.Tensor | np.ndarray) -> np.ndarray:
