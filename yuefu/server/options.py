@@ -14,7 +14,9 @@ def add_server_arguments(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--host", "--listen", dest="host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
     p.add_argument("--port", type=int, default=7860 if command == "app" else 8000)
-    p.add_argument("--max-duration", type=float, default=30.0, help="longest request in seconds (default 30)")
+    longest = 30.0 if command == "app" else 120.0
+    p.add_argument("--max-duration", type=float, default=longest,
+                   help=f"longest request in seconds (default {longest:g})")
     p.add_argument("--queue-size", type=int, default=16, help="requests waiting at most; more get 503 / busy")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="LM weights: float32 (default), bfloat16, float16")
@@ -37,7 +39,8 @@ def run_server(args: argparse.Namespace, command: str) -> int:
         raise InvalidArgumentError(f"--max-duration must be > 0, got {args.max_duration:g}")
     from yuefu.server import serve
 
-    serve(model=args.model, models=args.models, host=args.host, port=args.port,
-          api=command == "serve" or args.api, app=command == "app" or args.app, device=args.device,
-          dtype=args.dtype, max_duration=args.max_duration, queue_size=args.queue_size)
+    app = command == "app" or args.app
+    serve(model=args.model, models=args.models, host=args.host, port=args.port, api=command == "serve" or args.api,
+          app=app, device=args.device, dtype=args.dtype, max_duration=args.max_duration, queue_size=args.queue_size,
+          **({"max_queue": args.queue_size} if app else {}))
     return 0
