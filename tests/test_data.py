@@ -216,3 +216,23 @@ def test_token_cache_encodes_once_skips_failures_and_notices_changes(folder, tmp
     ex = TokenDataset(report.entries, cache, segment_frames=40)[(short, 0)]
     assert ex.length == 25 and ex.codes.shape == (4, 40) and (ex.codes[:, 25:] == 0).all()
     assert math.isclose(a.duration, 1.0)
+
+
+def test_training_texts_draw_every_caption_and_translate_chinese_ones_as_prompts_are():
+    """Renderer sidecars hold several phrasings per language: training sees all of them, and a Chinese caption
+    arrives exactly as the normaliser turns a Chinese prompt at generation time."""
+    import random
+
+    from yuefu.conditioners.normalize import normalize_prompt
+    from yuefu.data.sidecar import TextAugment, parse_info, training_text
+
+    zh = "欢快的国风摇滚，古筝和电吉他，每分钟120拍"
+    info = parse_info({"description": "upbeat rock with guzheng", "captions": {"en": ["guzheng rock, 120 bpm"],
+                                                                             "zh": [zh]}})
+    assert info.captions == ["guzheng rock, 120 bpm", zh]
+    aug = TextAugment(merge_text_p=0.0, word_dropout=0.0, cond_dropout=0.0, caption_p=0.5)
+    rng = random.Random(0)
+    seen = {training_text(info, rng, aug) for _ in range(200)}
+    assert seen == {"upbeat rock with guzheng", "guzheng rock, 120 bpm", normalize_prompt(zh).text_used}
+    with pytest.raises(ValueError, match="captions"):
+        parse_info({"captions": [1, 2]})

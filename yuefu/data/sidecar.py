@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-META_FIELDS = ("description", "genre", "bpm", "key", "instruments", "moods")
+META_FIELDS = ("description", "genre", "bpm", "key", "instruments", "moods", "captions")
 _ALIASES = {"instrument": "instruments", "mood": "moods", "keywords": "moods"}
 _TAG_FIELDS = ("genre", "bpm", "key", "instruments", "moods")
 
@@ -34,6 +34,9 @@ class MusicInfo:
     key: str | None = None
     instruments: list[str] = field(default_factory=list)
     moods: list[str] = field(default_factory=list)
+    # Other phrasings of the description (e.g. the renderer's English and Chinese captions); training draws one of
+    # them or the description, so the LM learns language rather than one template.
+    captions: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Only the fields that are set (what the manifest stores)."""
@@ -72,7 +75,15 @@ def parse_info(data: dict[str, Any], where: str = "metadata") -> MusicInfo:
         name = _ALIASES.get(raw_name, raw_name)
         if name not in META_FIELDS or value is None:
             continue  # other fields (title, artist, ...) are allowed and ignored
-        if name in ("instruments", "moods"):
+        if name == "captions":
+            if isinstance(value, dict):  # {"en": [...], "zh": [...]}: every language's phrasings
+                value = [c for texts in value.values() for c in (texts if isinstance(texts, list) else [texts])]
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise SidecarError(f"{where}: captions must be a list of strings, or a mapping of language to lists")
+            info.captions.extend(v.strip() for v in value if v.strip())
+        elif name in ("instruments", "moods"):
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, list) or not all(isinstance(v, (str, int, float)) for v in items):
                 raise SidecarError(f"{where}: {raw_name} must be a list of strings or a comma-separated string")
@@ -110,6 +121,18 @@ class TextAugment:
     drop_other_p: float = 0.5  # when merging: probability of dropping each tag
     word_dropout: float = 0.3  # probability of dropping each word (audiocraft's T5 conditioner word_dropout)
     cond_dropout: float = 0.2  # probability of the null text (classifier-free guidance training)
+    caption_p: float = 0.5  # probability of one of the other captions (when there are some) instead of the description
+
+
+def _prompt_text(text: str) -> str:
+    """A training text as the text encoder will see it at generation time: Chinese music vocabulary translated by
+    the same normaliser that ``MusicGen.prepare_prompts`` applies, so Chinese captions teach what Chinese prompts
+    will look like."""
+    from yuefu.conditioners.normalize import needs_normalization, normalize_prompt
+
+    if needs_normalization(text):
+        return normalize_prompt(text).text_used or text
+    return text
 
 
 def training_text(info: MusicInfo, rng: random.Random, aug: TextAugment) -> str | None:
@@ -117,6 +140,8 @@ def training_text(info: MusicInfo, rng: random.Random, aug: TextAugment) -> str 
     if rng.random() < aug.cond_dropout:
         return None
     description = info.description or ""
+    if info.captions and rng.random() < aug.caption_p:
+        description = _prompt_text(rng.choice(info.captions))
     tags = info.tags()
     if tags and rng.random() < aug.merge_text_p:
         rng.shuffle(tags)

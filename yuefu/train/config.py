@@ -171,6 +171,7 @@ class LMDataConfig(DataConfig):
     drop_other_p: float = 0.5
     word_dropout: float = 0.3
     cond_dropout: float = 0.2  # null text for classifier-free guidance
+    caption_p: float = 0.5  # one of a sidecar's other captions instead of its description, when it has some
 
 
 LORA_TARGETS = ("self_attn.in_proj", "self_attn.out_proj", "cross_attention.q_proj", "cross_attention.kv_proj",

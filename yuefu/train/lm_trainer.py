@@ -206,7 +206,7 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
                                    f"process(es) x train.grad_accum {accum}")
     frames = max(1, round(cfg.data.segment_seconds * codec.frame_rate))
     d = cfg.data
-    aug = TextAugment(d.merge_text_p, d.drop_desc_p, d.drop_other_p, d.word_dropout, d.cond_dropout)
+    aug = TextAugment(d.merge_text_p, d.drop_desc_p, d.drop_other_p, d.word_dropout, d.cond_dropout, d.caption_p)
     train_set = TokenDataset(train_entries, cache, frames, cfg.train.seed, aug)
     pattern = make_pattern(mcfg.lm.pattern, mcfg.lm.n_q, frames, mcfg.lm.delays)
 
