@@ -219,3 +219,13 @@ def test_info_describes_a_model_and_a_file(hf_dir, hf_model, tmp_path):
     assert file_info["sidecar"]["seed"] == 3
     r = run("info", str(tmp_path / "nothing.wav"))
     assert r.returncode == ModelNotFoundError.exit_code  # neither a file nor a model
+
+
+@pytest.mark.parametrize("command", ["app", "serve"])
+def test_servers_need_a_model_and_fail_in_one_line(command, tmp_path):
+    r = run(command)
+    assert r.returncode == InvalidArgumentError.exit_code and "--model" in one_error_line(r)
+    r = run(command, "--model", str(tmp_path / "missing"), "--port", "0")
+    assert r.returncode == InvalidArgumentError.exit_code and "--port" in one_error_line(r)
+    r = run(command, "--model", "no-such-model")
+    assert r.returncode == ModelNotFoundError.exit_code and "unknown model" in one_error_line(r)
