@@ -173,3 +173,55 @@ def test_stereo_model_round_trips_through_the_audiocraft_layout(hf_stereo_model,
     tb = greedy_tokens(again)
     assert torch.equal(ta, tb)
     assert again.generate(["jazz trio"]).shape == (1, 2, int(0.4 * 32000))
+
+
+def test_stereo_audiocraft_checkpoint_naming_its_codec_loads_from_the_cache(hf_stereo_model, hf_stereo_dir,
+                                                                             tokenizer, offline_cache, tmp_path,
+                                                                             monkeypatch):
+    """The stereo repos' layout: an fp16 LM whose xp.cfg interleaves stereo codebooks, and a compression file that
+    only names ``facebook/encodec_32khz`` (the mono codec, applied to left and right). Written here from the
+    format's facts (conftest_models), with the stereo model's own codec in an offline HF cache; it generates the
+    greedy tokens of the transformers-format stereo model with fp16-rounded LM weights, and the same audio."""
+    import yaml
+    from conftest_models import audiocraft_lm_state, audiocraft_lm_xp_cfg
+
+    ac = tmp_path / "ac_stereo"
+    ac.mkdir()
+    xp = yaml.safe_load(audiocraft_lm_xp_cfg(hf_stereo_model))
+    xp["channels"] = 2
+    xp["interleave_stereo_codebooks"]["use"] = True
+    xp["codebooks_pattern"]["delay"]["delays"] = [0, 0, 1, 1, 2, 2, 3, 3]
+    torch.save({"best_state": audiocraft_lm_state(hf_stereo_model), "xp.cfg": yaml.safe_dump(xp, sort_keys=False),
+                "version": "1.0", "exported": True}, ac / "state_dict.bin")
+    torch.save({"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.0"},
+               ac / "compression_state_dict.bin")
+
+    cache = tmp_path / "hf_cache"  # the session cache holds the mono model's codec under the same name
+    codec_dir = tmp_path / "encodec"
+    hf_stereo_model.audio_encoder.save_pretrained(codec_dir)
+    put_in_hf_cache(cache, "facebook/encodec_32khz",
+                    {f.name: f for f in codec_dir.iterdir() if f.suffix in (".json", ".safetensors")})
+    import huggingface_hub.constants as c
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    t5 = tmp_path / "t5"  # the stereo model's own T5, as a user keeps t5-base next to the checkpoint
+    hf_stereo_model.text_encoder.save_pretrained(t5)
+    tokenizer.save_pretrained(t5)
+
+    loaded = yuefu.MusicGen.from_pretrained(str(ac), device="cpu", text_encoder=str(t5))
+    assert loaded.audio_channels == 2 and loaded.config.lm.n_q == 8
+    assert loaded.config.lm.delays == [0, 0, 1, 1, 2, 2, 3, 3]
+
+    reference = yuefu.MusicGen.from_pretrained(str(hf_stereo_dir), device="cpu")
+    with torch.no_grad():  # the weights as the fp16 audiocraft file stores them
+        for p in [*reference.lm.parameters(), *reference.conditioner.output_proj.parameters()]:
+            p.copy_(p.half().float())
+    for m in (reference, loaded):
+        m.set_generation_params(use_sampling=False, cfg_coef=3.0, duration=0.4)
+    ref_audio, ref_tokens = reference.generate([PROMPT], return_tokens=True)
+    audio, tokens = loaded.generate([PROMPT], return_tokens=True)
+    assert tokens.shape == (1, 8, 20)
+    assert torch.equal(tokens, ref_tokens)
+    assert audio.shape == ref_audio.shape == (1, 2, 20 * 640)
+    assert (audio - ref_audio).abs().max().item() < 1e-5 * ref_audio.abs().max().item()  # the stereo model's codec

@@ -128,6 +128,59 @@ def test_lm_memorises_a_clip_and_regenerates_it(tmp_path, t5_dir):
     assert torch.equal(tokens, expected)
 
 
+def test_validation_logs_per_codebook_cross_entropy_and_perplexity(tmp_path, t5_dir):
+    """A run with a separate validation set (``data.valid_path``) validates every ``log.valid_every`` steps and at
+    the end. metrics.csv holds, per codebook, the cross-entropy ce_k and the perplexity ppl_k = exp(ce_k), with
+    loss = mean_k ce_k and ppl = exp(loss). The last values are the final model's cross-entropy on the valid clips,
+    computed here from the definition (step s of the delay pattern holds frame s - 1 - delay_k)."""
+    import torch.nn.functional as F
+
+    from yuefu.musicgen import MusicGen
+
+    data, valid = tmp_path / "data", tmp_path / "valid"
+    make_noise_clips(data, ["lo-fi hip hop with a warm piano", "rock band"])
+    text = "calm ambient pads"  # one description for both valid clips: no padding in the reference below
+    make_noise_clips(valid, [text, text], seed=1)
+    codec = make_codec(tmp_path / "codec")
+    out = train_lm(from_dict(LMTrainConfig, lm_config(tmp_path / "run", data, codec, t5_dir, **{
+        "data.valid_path": str(valid), "train.max_steps": 4, "log.every": 2, "log.valid_every": 2,
+        "log.valid_batches": 1})))
+
+    logged: dict[int, dict[str, float]] = {}
+    for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv")):
+        if r["split"] == "valid":
+            logged.setdefault(int(r["step"]), {})[r["name"]] = float(r["value"])
+    assert sorted(logged) == [2, 4]
+    K = 4
+    for m in logged.values():
+        assert set(m) == {"loss", "ppl", *(f"ce_{k}" for k in range(K)), *(f"ppl_{k}" for k in range(K))}
+        assert all(math.isfinite(v) and v > 0 for v in m.values())
+        for k in range(K):  # values are written with 6 significant digits
+            assert math.isclose(m[f"ppl_{k}"], math.exp(m[f"ce_{k}"]), rel_tol=1e-4)
+        assert math.isclose(m["loss"], sum(m[f"ce_{k}"] for k in range(K)) / K, rel_tol=1e-5)
+        assert math.isclose(m["ppl"], math.exp(m["loss"]), rel_tol=1e-4)
+
+    model = MusicGen.from_pretrained(str(out), device="cpu")
+    delays, special = model.config.lm.delays, model.lm.special_token
+    ce = torch.zeros(K, dtype=torch.float64)
+    with torch.no_grad():
+        cond, _ = model.conditioner([text])
+        for i in range(2):
+            wav, _ = sf.read(valid / f"clip_{i}.wav", dtype="float32")
+            codes = model.compression_model.encode(torch.from_numpy(wav)[None, None])[0]  # [K, 25]
+            T = codes.shape[-1]
+            seq = torch.full((1, K, T + max(delays) + 1), special)
+            for k, d in enumerate(delays):
+                seq[0, k, 1 + d:1 + d + T] = codes[k]
+            logits = model.lm(seq[..., :-1], cross_src=cond)[0]  # [K, S-1, card]: step s predicts step s + 1
+            for k, d in enumerate(delays):
+                ce[k] += F.cross_entropy(logits[k, d:d + T].double(), codes[k]) / 2  # both clips: T frames each
+    print(f"\nLM validation at step 4: logged ce {[logged[4][f'ce_{k}'] for k in range(K)]}, "
+          f"here {[round(float(v), 5) for v in ce]}")
+    for k in range(K):
+        assert math.isclose(logged[4][f"ce_{k}"], float(ce[k]), rel_tol=1e-4)
+
+
 def test_configs_are_validated_with_one_line_errors(tmp_path, capsys):
     from yuefu.errors import InvalidArgumentError
     from yuefu.train.cli import main

@@ -41,7 +41,18 @@ from yuefu.lm.model import LMModel
 from yuefu.lm.patterns import make_pattern
 from yuefu.lm.quantize import quantize_lm_int8
 
-DEFAULT_MODEL = "facebook/musicgen-small"
+OFFICIAL_DEFAULT = "facebook/musicgen-small"
+
+
+def default_model() -> str:
+    """The built-in ``yuefu-mini`` when this installation ships it (offline), else ``facebook/musicgen-small``."""
+    from yuefu.checkpoints.builtin import available
+
+    builtin = available()
+    return builtin[0] if builtin else OFFICIAL_DEFAULT
+
+
+DEFAULT_MODEL = OFFICIAL_DEFAULT  # kept for callers that import it; from_pretrained() uses default_model()
 logger = logging.getLogger("yuefu")
 
 
@@ -65,19 +76,21 @@ class MusicGen:
         self.config = config
         self.params = SamplingParams()
         self.duration = 15.0
-        self.extend_stride = 18.0
+        self.extend_stride = 18.0 if config.max_duration >= 30 else 0.6 * config.max_duration
         self._progress_callback: ProgressCallback | None = None
         self.normalize_prompts = True  # translate Chinese music vocabulary before the English-only text encoder
         self.last_prompts_used: list[str | None] = []
 
     # --- loading ---------------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str = DEFAULT_MODEL, device: str | torch.device | None = None,
+    def from_pretrained(cls, name_or_path: str | None = None, device: str | torch.device | None = None,
                         dtype: torch.dtype | str | None = None, text_encoder: str | None = None,
                         quantize: str | None = None) -> MusicGen:
         """Load an official id (``facebook/musicgen-small``), any hub repo, or a local folder in the audiocraft,
         transformers or yuefu format. ``text_encoder`` overrides the T5 name or folder; ``dtype`` applies to the
-        LM (e.g. ``torch.bfloat16``); ``quantize="int8"`` stores the LM's per-step weights in int8."""
+        LM (e.g. ``torch.bfloat16``); ``quantize="int8"`` stores the LM's per-step weights in int8. Without a name:
+        the built-in ``yuefu-mini`` (no download) when shipped, else ``facebook/musicgen-small``."""
+        name_or_path = name_or_path or default_model()
         folder = hub.resolve_model(name_or_path)
         ckpt = read_checkpoint(folder)
         return cls.from_checkpoint(ckpt, name=name_or_path, device=device, dtype=dtype, text_encoder=text_encoder,
@@ -180,8 +193,11 @@ class MusicGen:
     # --- settings --------------------------------------------------------------------------------------------------
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
                               temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
-                              extend_stride: float = 18.0) -> None:
-        """audiocraft's parameters and defaults; ``duration`` beyond ``max_duration`` uses sliding windows."""
+                              extend_stride: float | None = None) -> None:
+        """audiocraft's parameters and defaults; ``duration`` beyond ``max_duration`` uses sliding windows that
+        start every ``extend_stride`` seconds (default 18, audiocraft's, or 60 % of a window shorter than 30 s)."""
+        if extend_stride is None:
+            extend_stride = 18.0 if self.max_duration >= 30 else 0.6 * self.max_duration
         if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
             raise InvalidArgumentError(f"duration must be a positive number of seconds, got {duration!r}")
         if not 0 < extend_stride < self.max_duration:
@@ -454,6 +470,11 @@ class MusicGen:
         ``conditions_at(offset_seconds)`` gives each window's conditions when there is more than one window (the
         melody moves with time: audiocraft re-reads it from every window's offset, the first included); without
         it every window reuses ``conditions``.
+
+        A ``prompt`` [B, K, P] (continuation) is the first window's fixed start, so it may be at most one window
+        long: as audiocraft's ``_generate_tokens``, which asserts ``P <= min(duration, max_duration) * frame_rate``,
+        a longer prompt is refused (:class:`InvalidArgumentError`), and a prompt exactly one window long is
+        accepted (the first window is then the prompt itself, and the next windows continue from its tail).
         """
         fr = self.frame_rate
         total_frames = int(duration * fr)
@@ -465,6 +486,9 @@ class MusicGen:
         offset, p_len = 0, (0 if prompt is None else prompt.shape[-1])
         if p_len > total_frames:
             raise InvalidArgumentError(f"the prompt ({p_len / fr:.1f} s) is longer than the duration ({duration} s)")
+        if p_len > window:
+            raise InvalidArgumentError(f"the prompt ({p_len / fr:.2f} s) must not be longer than the model's "
+                                       f"{self.max_duration:g} s window; use a shorter prompt")
         while True:
             n = min(total_frames - offset, window)
             plan.append((n, p_len))
@@ -501,8 +525,37 @@ class MusicGen:
         lm = self.config.lm
         return make_pattern(lm.pattern, lm.n_q, num_frames, lm.delays)
 
-    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [B, K, frames] -> audio [B, C, frames * hop] (stereo: codebooks interleaved L/R)."""
+    def decode_tokens(self, tokens: torch.Tensor, chunk_frames: int | None = None, context_frames: int = 100,
+                      lookahead_frames: int = 8) -> torch.Tensor:
+        """tokens [B, K, frames] -> audio [B, C, frames * hop] (stereo: codebooks interleaved L/R).
+
+        Up to ``chunk_frames`` frames (default: one window, ``max_duration``) decode in one piece. Longer token
+        sequences (long-form output) decode piece by piece, as :meth:`generate_stream` does: each piece of
+        ``chunk_frames`` is decoded with ``context_frames`` before it and ``lookahead_frames`` after it, and only
+        its own samples are kept. The codec's convolutions thus see both sides of every boundary and its LSTM
+        ``context_frames`` of the past, so the result matches the one-shot decode closely (not bit for bit), while
+        the codec's working memory is bounded by the window rather than the total duration.
+        """
+        n = tokens.shape[-1]
+        if chunk_frames is None:
+            chunk_frames = int(self.max_duration * self.frame_rate)
+        chunk_frames = max(1, chunk_frames)
+        if n <= chunk_frames:
+            return self._decode(tokens)
+        hop = self.compression_model.hop_length
+        out: torch.Tensor | None = None
+        for a in range(0, n, chunk_frames):
+            b = min(n, a + chunk_frames)
+            start, end = max(0, a - context_frames), min(n, b + lookahead_frames)
+            wav = self._decode(tokens[..., start:end])  # [B, C, (end - start) * hop]
+            if out is None:
+                out = wav.new_empty(wav.shape[0], wav.shape[1], n * hop)
+            out[..., a * hop:b * hop] = wav[..., (a - start) * hop:(b - start) * hop]
+        assert out is not None
+        return out
+
+    def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One-shot decode of tokens [B, K, frames]."""
         if self.audio_channels == 2:
             left = self.compression_model.decode(tokens[:, 0::2])
             right = self.compression_model.decode(tokens[:, 1::2])
