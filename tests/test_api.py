@@ -6,10 +6,8 @@ import base64
 import io
 import json
 import socket
-import sys
 import threading
 import time
-import types
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -521,27 +519,18 @@ def test_build_server_rejects_nothing_to_serve(pool, hf_dir):
         build_server(str(hf_dir), pool=pool, preload=False, theme="dark")  # a web app option without the app
 
 
-def test_web_app_and_api_in_one_process(pool, hf_dir, monkeypatch, tmp_path):
+def test_web_app_and_api_in_one_process(pool, hf_dir, monkeypatch):
+    """The real web app mounted at / beside the API under /v1, sharing one model pool."""
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-    gr = pytest.importorskip("gradio")
-    calls = {}
-
-    def build_app(pool_, default_model, models=None, max_duration=30.0, **kw):
-        calls.update(pool=pool_, default_model=default_model, max_duration=max_duration, kw=kw)
-        with gr.Blocks() as blocks:
-            gr.Markdown("yuefu test page")
-        return blocks
-
-    fake = types.ModuleType("yuefu.server.webapp")
-    fake.build_app = build_app
-    monkeypatch.setitem(sys.modules, "yuefu.server.webapp", fake)
-    app = build_server(str(hf_dir), app=True, pool=pool, max_duration=20.0, queue_size=2, title="t")
-    assert calls == {"pool": pool, "default_model": str(hf_dir), "max_duration": 20.0, "kw": {"title": "t"}}
+    pytest.importorskip("gradio")
+    app = build_server(str(hf_dir), app=True, pool=pool, max_duration=20.0, queue_size=2, max_upload_mb=5.0)
     url, server, thread = _start(app)
     try:
         with httpx.Client(base_url=url, timeout=TIMEOUT) as c:
             page = c.get("/")
             assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+            config = c.get("/config").json()  # gradio's description of the mounted page
+            assert config["max_file_size"] == 5 * 1024 * 1024  # the upload limit survived the mount
             health = c.get("/v1/health")
             assert health.status_code == 200 and health.json()["queue"]["max"] == 2
             assert "/v1/generate" in c.get("/openapi.json").json()["paths"]

@@ -19,8 +19,14 @@ _LM_PARAMS = {"small": "300M", "medium": "1.5B", "large": "3.3B", "melody": "1.5
 
 def known_models() -> list[dict[str, Any]]:
     """The official ids with their kind and LM size, and whether (and how much of) each is cached here."""
+    from yuefu.checkpoints import builtin
+
     cached = cached_repos()
     rows = []
+    for name in builtin.available():
+        info = builtin.describe(name)
+        rows.append({"id": name, "alias": name, "kind": "built-in, text", "lm_params": _builtin_params(name),
+                     "cached": True, "size_on_disk": info["size_on_disk"], "path": info["folder"]})
     for repo in hub.KNOWN_MODELS:
         short = repo.split("/", 1)[1].removeprefix("musicgen-")
         stereo = short.startswith("stereo-")
@@ -31,6 +37,24 @@ def known_models() -> list[dict[str, Any]]:
                      "cached": entry is not None, "size_on_disk": entry["size_on_disk"] if entry else 0,
                      "path": entry["path"] if entry else None})
     return rows
+
+
+def _builtin_params(name: str) -> str:
+    from safetensors import safe_open
+
+    from yuefu.checkpoints.builtin import builtin_folder
+
+    folder = builtin_folder(name)
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        n = sum(_prod(f.get_slice(k).get_shape()) for k in f.keys() if k.startswith("lm."))
+    return f"{n / 1e6:.0f}M"
+
+
+def _prod(shape: list[int]) -> int:
+    out = 1
+    for d in shape:
+        out *= d
+    return out
 
 
 def cached_repos() -> dict[str, dict[str, Any]]:

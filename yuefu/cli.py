@@ -20,7 +20,19 @@ from yuefu.service import MAX_DURATION_DEFAULT, GenerationRequest
 
 FORMATS = ("wav", "flac", "mp3", "ogg")
 NO_MODEL = ("no model given: pass --model, e.g. --model facebook/musicgen-small (downloads about 2.5 GB on first "
-            "use) or a local checkpoint folder; a built-in offline model is not shipped yet")
+            "use) or a local checkpoint folder; this installation has no built-in offline model")
+
+
+def model_or_default(name: str | None) -> str:
+    """``--model`` as given, else the built-in model when this installation ships one; else a one-line error."""
+    if name is not None:
+        return name
+    from yuefu.checkpoints.builtin import available
+
+    builtin = available()
+    if not builtin:
+        raise InvalidArgumentError(NO_MODEL)
+    return builtin[0]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts-file", default=None, metavar="F", help="more prompts, one per line (# comments)")
     g.add_argument("--unconditional", action="store_true", help="generate without a prompt")
     g.add_argument("--from-sidecar", default=None, metavar="JSON", help="regenerate the file this sidecar describes")
-    g.add_argument("--model", default=None, help="model id or checkpoint folder (required for now)")
+    g.add_argument("--model", default=None,
+                   help="model id or checkpoint folder (default: the built-in yuefu-mini, when installed)")
     g.add_argument("--duration", type=float, default=10.0, help="seconds of audio (default 10)")
     g.add_argument("--max-duration", type=float, default=MAX_DURATION_DEFAULT,
                    help=f"refuse durations above this (default {MAX_DURATION_DEFAULT:g} s)")
@@ -168,15 +181,14 @@ def _requests_from_args(args: argparse.Namespace, prompts: list[str | None]) -> 
     """One request per batch of ``--batch-size`` prompts; batch b gets seed + b so that batches differ."""
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.model is None:
-        raise InvalidArgumentError(NO_MODEL)
+    model = model_or_default(args.model)
     import secrets
 
     base = args.seed if args.seed is not None else secrets.randbelow(2**31)  # recorded in every sidecar
     out = []
     for b, start in enumerate(range(0, len(prompts), args.batch_size)):
         out.append(GenerationRequest(
-            prompts=prompts[start:start + args.batch_size], model=args.model, duration=args.duration,
+            prompts=prompts[start:start + args.batch_size], model=model, duration=args.duration,
             seed=base + b, use_sampling=not args.greedy, top_k=args.top_k,
             top_p=args.top_p, temperature=args.temperature, cfg_coef=args.cfg_coef,
             melody=_absolute(args.melody), continuation=_absolute(args.continuation)))
@@ -363,10 +375,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'id':36} {'kind':16} {'LM':>5}  cached")
+    print(f"{'id':38} {'kind':15} {'LM':>5}  here")
     for r in rows:
-        cached = f"yes, {human_size(r['size_on_disk'])}" if r["cached"] else "no"
-        print(f"{r['id']:36} {r['kind']:16} {r['lm_params']:>5}  {cached}")
+        if r["kind"].startswith("built-in"):
+            here = f"built in, {human_size(r['size_on_disk'])}"
+        else:
+            here = f"cached, {human_size(r['size_on_disk'])}" if r["cached"] else "not cached"
+        print(f"{r['id']:38} {r['kind']:15} {r['lm_params']:>5}  {here}")
     print("(yuefu download ID fills the cache; any local checkpoint folder works as --model too)")
     return 0
 

@@ -40,7 +40,7 @@ class GenerationRequest:
     top_p: float = 0.0
     temperature: float = 1.0
     cfg_coef: float = 3.0
-    extend_stride: float = 18.0
+    extend_stride: float | None = None  # None: 18 s (audiocraft's), or 60 % of a window shorter than 30 s
     melody: str | None = None  # audio file whose chroma conditions a melody model
     continuation: str | None = None  # audio file to continue; the output starts with it
 
@@ -63,7 +63,7 @@ class GenerationRequest:
                   (_number(self.temperature) and self.temperature >= 0,
                    f"temperature must be >= 0, got {self.temperature!r}"),
                   (_number(self.cfg_coef) and self.cfg_coef >= 0, f"cfg_coef must be >= 0, got {self.cfg_coef!r}"),
-                  (_number(self.extend_stride) and self.extend_stride > 0,
+                  (self.extend_stride is None or (_number(self.extend_stride) and self.extend_stride > 0),
                    f"extend_stride must be > 0, got {self.extend_stride!r}")]
         for ok, message in checks:
             if not ok:
@@ -195,9 +195,10 @@ def generate(request: GenerationRequest, pool: ModelPool, progress: bool = False
         extra["melody_sha256"] = _sha256(request.melody)
     if prompt_audio is not None:
         extra["continuation_sha256"] = _sha256(request.continuation)
+    stride = request.extend_stride
+    if stride is not None and stride >= model.max_duration:
+        stride = None  # a stride past this model's window (e.g. 18 s on a 10 s model): the model's default
     with pool.lock(request.model):
-        # A stride past the model's window (e.g. the default 18 s on a 10 s model) falls back to 60 % of it.
-        stride = request.extend_stride if request.extend_stride < model.max_duration else 0.6 * model.max_duration
         model.set_generation_params(use_sampling=request.use_sampling, top_k=request.top_k, top_p=request.top_p,
                                     temperature=request.temperature, duration=request.duration,
                                     cfg_coef=request.cfg_coef, extend_stride=stride)

@@ -59,6 +59,13 @@ def download(repo_id: str, patterns: list[str], what: str = "model") -> Path:
 
 def resolve_model(name_or_path: str) -> Path:
     """A local checkpoint folder for ``name_or_path`` (a folder, an official id or alias, or any hub repo id)."""
+    from yuefu.checkpoints.builtin import BUILTIN_MODELS, builtin_folder
+
+    if name_or_path in BUILTIN_MODELS:
+        folder = builtin_folder(name_or_path)
+        if folder is None:
+            raise ModelNotFoundError(f"the built-in model {name_or_path} is not in this installation of yuefu")
+        return folder
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -67,7 +74,7 @@ def resolve_model(name_or_path: str) -> Path:
         return path
     repo = canonical_name(name_or_path)
     if "/" not in repo:
-        known = ", ".join(KNOWN_MODELS)
+        known = ", ".join(BUILTIN_MODELS + KNOWN_MODELS)
         raise ModelNotFoundError(f"unknown model {name_or_path!r}: no such folder, and not a hub id such as {known}")
     folder = download(repo, TRANSFORMERS_PATTERNS)
     if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):

@@ -29,6 +29,9 @@ def read(folder: str | os.PathLike) -> Checkpoint:
         config = MusicGenConfig.from_dict(meta["config"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{folder / 'config.json'}: not a valid yuefu config ({e})") from None
+    name = config.text.name
+    if name and not Path(name).is_absolute() and (folder / name).is_dir():
+        config.text.name = str(folder / name)  # a text encoder shipped inside the model folder
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise CheckpointError(f"{folder}: written by a newer yuefu (format {meta['format_version']})")
     sd = read_weights(folder)

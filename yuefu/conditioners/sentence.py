@@ -136,7 +136,7 @@ def load_sentence_encoder(name_or_path: str = MINILM) -> tuple[Any, nn.Module]:
         raise CheckpointError(f"{folder}: no .safetensors weights (pickled .bin weights are not loaded)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        encoder = AutoModel.from_pretrained(str(folder), use_safetensors=True)
+        encoder = AutoModel.from_pretrained(str(folder), use_safetensors=True).float()  # fp16 files run in fp32
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{folder}: not a transformers text encoder ({str(e).splitlines()[0][:160]})") from None
     return tokenizer, encoder.eval().requires_grad_(False)

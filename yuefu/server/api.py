@@ -116,8 +116,9 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(_DEFAULTS["temperature"], ge=0, allow_inf_nan=False)
     cfg_coef: float = Field(_DEFAULTS["cfg_coef"], ge=0, allow_inf_nan=False,
                             description="Classifier-free guidance strength.")
-    extend_stride: float = Field(_DEFAULTS["extend_stride"], gt=0, allow_inf_nan=False,
-                                 description="Seconds between windows when the duration exceeds the model's.")
+    extend_stride: float | None = Field(_DEFAULTS["extend_stride"], gt=0, allow_inf_nan=False,
+                                        description="Seconds between windows when the duration exceeds the "
+                                                    "model's (default: 18, or 60 % of a shorter window).")
     format: Literal["wav", "flac", "mp3", "ogg"] = Field("wav", description="Audio file format of the result.")
     melody: str | None = Field(None, description="Base64 bytes of an audio file whose melody (chroma) conditions "
                                                  "a melody model; a data: URL is accepted too.")

@@ -9,7 +9,8 @@ from yuefu.errors import InvalidArgumentError
 
 def add_server_arguments(p: argparse.ArgumentParser, command: str) -> None:
     """Options of a server command; ``command`` is ``app`` (web app first) or ``serve`` (HTTP API first)."""
-    p.add_argument("--model", default=None, help="default model id or checkpoint folder (required for now)")
+    p.add_argument("--model", default=None,
+                   help="default model id or checkpoint folder (default: the built-in yuefu-mini)")
     p.add_argument("--models", nargs="*", default=None, metavar="ID", help="other models to offer")
     p.add_argument("--host", "--listen", dest="host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
@@ -29,10 +30,9 @@ def add_server_arguments(p: argparse.ArgumentParser, command: str) -> None:
 
 def run_server(args: argparse.Namespace, command: str) -> int:
     """Start the server ``args`` describe; returns when it is stopped."""
-    if args.model is None:
-        from yuefu.cli import NO_MODEL
+    from yuefu.cli import model_or_default
 
-        raise InvalidArgumentError(NO_MODEL)
+    args.model = model_or_default(args.model)
     if not 0 < args.port < 65536:
         raise InvalidArgumentError(f"--port must be in 1..65535, got {args.port}")
     if not args.max_duration > 0:

@@ -4,6 +4,7 @@
     yuefu train codec CONFIG.yaml [--resume]      train a codec (SEANet + RVQ) on a folder or manifest of audio
     yuefu train lm CONFIG.yaml [--resume]         train / fine-tune MusicGen's LM on codec tokens (cached once)
     yuefu train merge-lora BASE ADAPTERS OUT      fold LoRA adapters into a model's weights
+    yuefu train package MODEL OUT [--card F]      a self-contained float16 folder (the built-in model's form)
     torchrun --nproc-per-node N -m yuefu train lm CONFIG.yaml   the same, on N processes (DDP or FSDP)
 
 ``--set key.path=value`` overrides a config entry (repeatable). ``add_subparsers`` plugs these into the ``yuefu``
@@ -52,6 +53,11 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     m.add_argument("out", help="new folder for the merged model")
     m.add_argument("--to", default="yuefu", choices=["yuefu", "transformers", "audiocraft"])
     m.set_defaults(func=cmd_merge_lora)
+    k = tsub.add_parser("package", help="a trained model as a self-contained float16 folder (how yuefu-mini ships)")
+    k.add_argument("model", help="trained model folder (RUN/model) with a sentence-encoder conditioner")
+    k.add_argument("out", help="new folder, e.g. yuefu/builtin/yuefu-mini")
+    k.add_argument("--card", default=None, help="a Markdown model card to put beside the weights")
+    k.set_defaults(func=cmd_package)
     return train
 
 
@@ -113,6 +119,22 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, LMTrainConfig, args.overrides)
     train_lm(cfg, resume=args.resume, source=args.config)
+    return 0
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from yuefu.checkpoints.builtin import folder_size, package_model
+
+    card = None
+    if args.card is not None:
+        try:
+            card = Path(args.card).read_text(encoding="utf-8")
+        except OSError as e:
+            raise InvalidArgumentError(f"--card {args.card}: {e.strerror or e}") from None
+    out = package_model(args.model, args.out, card)
+    print(f"wrote {out} ({folder_size(out) / 1e6:.1f} MB, float16)")
     return 0
 
 

