@@ -1,4 +1,4 @@
-"""The ``yuefu`` command line: generate, models, download, info, convert, app, serve, bench, data, train.
+"""The ``yuefu`` command line: generate, models, download, info, convert, app, serve, bench, data, train, eval.
 
 Every error a user can cause is printed as one line (``yuefu: error: ...``) with the error's exit code; no
 traceback. Exit codes: 2 bad argument, 3 model not found, 4 bad checkpoint, 5 audio file, 130 interrupted.
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_render_parser(data_sub)
     train_cli.add_index_parser(data_sub)
     train_cli.add_train_parser(sub)
+    from yuefu.eval.cli import add_eval_parser
+
+    add_eval_parser(sub)
     return p
 
 
@@ -421,7 +424,7 @@ def _handlers() -> dict:
     return {"generate": cmd_generate, "convert": cmd_convert, "bench": main_bench, "models": cmd_models,
             "download": cmd_download, "info": cmd_info, "app": lambda args: args.func(args),
             "serve": lambda args: args.func(args), "data": lambda args: args.func(args),
-            "train": lambda args: args.func(args)}
+            "train": lambda args: args.func(args), "eval": lambda args: args.func(args)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,320 @@
+"""yuefu.eval: each measure against an independent reference (closed forms, synthetic signals of known content),
+and ``yuefu eval`` end to end on a tiny synthetic corpus with the tiny random model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from yuefu.eval import cli as eval_cli
+from yuefu.eval.classifier import FAMILIES, chance_level, family_of, train_classifier
+from yuefu.eval.features import clip_statistics, fad, fad_embeddings, frechet_distance, log_mel
+from yuefu.eval.key import estimate_key, key_name, mirex_key_score, parse_key
+from yuefu.eval.metrics import mel_distance, si_snr
+from yuefu.eval.run import derangement, select_prompts
+
+SR = 32000
+HAVE_LIBROSA = importlib.util.find_spec("librosa") is not None
+needs_librosa = pytest.mark.skipif(not HAVE_LIBROSA and not os.environ.get("CI"),
+                                   reason="librosa is not installed (pip install librosa); CI must have it")
+
+
+# --- a tiny additive synthesiser -------------------------------------------------------------------------------------
+
+def tone(midi: float, seconds: float, harmonics: tuple[float, ...] = (1.0, 0.5, 0.25), sr: int = SR,
+         decay: float = 3.0) -> np.ndarray:
+    """A note as a sum of sines: harmonic h (1-based) at amplitude harmonics[h-1], exponential decay, 5 ms fades."""
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 440.0 * 2.0 ** ((midi - 69) / 12)
+    x = sum(a * np.sin(2 * np.pi * f0 * (h + 1) * t) for h, a in enumerate(harmonics) if f0 * (h + 1) < sr / 2)
+    env = np.exp(-decay * t) * np.minimum(1.0, np.minimum(t, t[::-1]) / 0.005)
+    return (x * env).astype(np.float64)
+
+
+MAJOR_STEPS = (0, 2, 4, 5, 7, 9, 11, 12)
+MINOR_STEPS = (0, 2, 3, 5, 7, 8, 11, 12)  # harmonic minor
+
+
+def tonal_clip(tonic: int, mode: str, beat: float = 0.4, harmonics: tuple[float, ...] = (1.0, 0.5, 0.25)) -> np.ndarray:
+    """Scale up from the tonic near middle C, then the cadence I-IV-V-I (i-iv-V-i in minor) as triads."""
+    root = 60 + tonic
+    steps = MAJOR_STEPS if mode == "major" else MINOR_STEPS
+    third = 4 if mode == "major" else 3
+    notes = [[root + s] for s in steps]
+    for degree, chord_third in ((0, third), (5, third), (7, 4), (0, third)):  # the dominant is major in both modes
+        notes.append([root + degree, root + degree + chord_third, root + degree + 7])
+    notes.append([root, root + third, root + 7, root + 12])
+    return np.concatenate([sum(tone(p, beat * 2, harmonics) for p in chord) / len(chord) for chord in notes])
+
+
+def click_track(bpm: float, seconds: float, sr: int = SR) -> np.ndarray:
+    """A decaying 1 kHz blip (20 ms) on every beat, the downbeat of every 4 louder."""
+    x = np.zeros(int(seconds * sr))
+    blip = tone(83, 0.02, (1.0,), sr, decay=200.0)  # MIDI 83 ~ 988 Hz
+    for i, start in enumerate(np.arange(0.0, seconds - 0.05, 60.0 / bpm)):
+        s = int(start * sr)
+        x[s:s + len(blip)] += blip * (1.0 if i % 4 == 0 else 0.6)
+    return x
+
+
+# --- Fréchet distance ----------------------------------------------------------------------------------------------
+
+def test_frechet_distance_matches_the_diagonal_closed_form():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    s1, s2 = rng.uniform(0.1, 3.0, size=6), rng.uniform(0.1, 3.0, size=6)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_frechet_distance_of_equal_covariances_is_the_mean_distance():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(5, 5))
+    sigma = a @ a.T + 0.1 * np.eye(5)  # full, not diagonal
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    assert frechet_distance(mu1, sigma, mu2, sigma) == pytest.approx(np.sum((mu1 - mu2) ** 2), rel=1e-6, abs=1e-8)
+    assert frechet_distance(mu1, sigma, mu1, sigma) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_fad_of_samples_approaches_the_population_distance():
+    rng = np.random.default_rng(2)
+    x = rng.normal(0.0, 1.0, size=(20000, 3))
+    y = rng.normal(1.0, 2.0, size=(20000, 3))
+    expected = 3 * 1.0 + 3 * (1 + 4 - 2 * 2)  # |mu|^2 + sum(s1 + s2 - 2 sqrt(s1 s2)) with s1 = 1, s2 = 4
+    assert fad(x, y) == pytest.approx(expected, rel=0.05)
+
+
+# --- SI-SNR and mel distance ---------------------------------------------------------------------------------------
+
+def test_si_snr_of_a_known_mix():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=SR)
+    ref -= ref.mean()
+    noise = rng.normal(size=SR)
+    noise -= noise.mean()
+    noise -= (noise @ ref) / (ref @ ref) * ref  # orthogonal to the reference: the closed form is exact
+    for snr_db in (-5.0, 0.0, 12.0, 30.0):
+        gain = math.sqrt((ref @ ref) / (noise @ noise) / 10 ** (snr_db / 10))
+        est = 0.7 * ref + 0.7 * gain * noise  # any overall scale: SI-SNR ignores it
+        assert si_snr(torch.from_numpy(est), torch.from_numpy(ref)) == pytest.approx(snr_db, abs=1e-6)
+    assert si_snr(torch.from_numpy(3.0 * ref), torch.from_numpy(ref)) > 100  # a scaled copy
+    assert si_snr(torch.from_numpy(noise), torch.from_numpy(ref)) < -100  # orthogonal: nothing of the reference
+    assert si_snr(torch.from_numpy(ref), torch.zeros(SR)) == -math.inf
+
+
+def test_mel_distance_is_zero_for_a_copy_and_grows_with_noise():
+    x = torch.from_numpy(tonal_clip(0, "major")).float()
+    noise = torch.from_numpy(np.random.default_rng(4).normal(size=x.shape[0])).float()
+    assert mel_distance(x, x) == 0.0
+    assert 0 < mel_distance(x + 0.001 * noise, x) < mel_distance(x + 0.05 * noise, x)
+
+
+def test_log_mel_and_embedding_shapes():
+    x = torch.zeros(2, 1, SR * 2)
+    m = log_mel(x)
+    assert m.shape == (2, 2 * SR // 320 + 1, 64)
+    assert float(m.max()) == -80.0  # silence sits on the floor
+    assert clip_statistics(m[0]).shape == (256,)
+    assert fad_embeddings(m[0]).shape == ((m.shape[1] - 96) // 48 + 1, 128)
+    assert fad_embeddings(m[0, :50]).shape == (1, 128)
+
+
+# --- key -----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["C major", "A minor", "Eb major", "F# minor", "G major", "Bb minor", "E major",
+                                 "C# minor"])
+def test_key_finder_on_synthetic_tonal_music(key):
+    tonic, mode = parse_key(key)
+    assert estimate_key(tonal_clip(tonic, mode), SR) == (tonic, mode)
+
+
+def test_key_names_and_mirex_score():
+    assert parse_key("Eb major") == (3, "major") == parse_key("D# major") == parse_key("E- major")
+    assert parse_key("F# minor") == (6, "minor")
+    assert key_name(8, "minor") == "G# minor" and key_name(8, "major") == "Ab major"
+    c = (0, "major")
+    assert mirex_key_score(c, c) == 1.0
+    assert mirex_key_score((7, "major"), c) == 0.5  # a fifth
+    assert mirex_key_score((9, "minor"), c) == 0.3  # relative minor
+    assert mirex_key_score((0, "minor"), c) == 0.2  # parallel
+    assert mirex_key_score((1, "major"), c) == 0.0
+    with pytest.raises(ValueError, match="cannot read the key"):
+        parse_key("H dorian")
+
+
+# --- tempo ---------------------------------------------------------------------------------------------------------
+
+@needs_librosa
+@pytest.mark.parametrize("bpm", [100.0, 128.0])
+def test_tempo_of_a_click_track(bpm):
+    from yuefu.eval.tempo import estimate_tempo, octave_tempo_error, tempo_error
+
+    estimate = estimate_tempo(click_track(bpm, 8.0), SR)
+    assert tempo_error(estimate, bpm) <= 0.03 * bpm  # librosa's tempogram lags are ~2% apart here
+    assert octave_tempo_error(estimate / 2, bpm) == pytest.approx(tempo_error(estimate, bpm))
+
+
+def test_tempo_errors_and_the_missing_librosa_message(monkeypatch):
+    import builtins
+
+    from yuefu.errors import InvalidArgumentError
+    from yuefu.eval.tempo import octave_tempo_error, require_librosa, tempo_error
+
+    assert tempo_error(62.0, 120.0) == 58.0
+    assert octave_tempo_error(62.0, 120.0) == 4.0  # double time: 124
+    assert octave_tempo_error(250.0, 120.0) == 5.0  # half time: 125
+    real_import = builtins.__import__
+
+    def no_librosa(name, *args, **kwargs):
+        if name == "librosa":
+            raise ImportError("no librosa")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_librosa)
+    with pytest.raises(InvalidArgumentError, match="pip install librosa"):
+        require_librosa()
+
+
+# --- the instrument classifier -------------------------------------------------------------------------------------
+
+def _instrument_clips(harmonics: tuple[float, ...], n: int, seed: int) -> torch.Tensor:
+    """n one-second melodies of random pitches on one timbre -> their clip statistics [n, 256]."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        x = np.concatenate([tone(float(p), 0.25, harmonics) for p in rng.integers(55, 80, size=4)])
+        x = x * rng.uniform(0.2, 0.9) + rng.normal(scale=1e-3, size=x.shape)
+        rows.append(clip_statistics(log_mel(torch.from_numpy(x).float())[0]))
+    return torch.stack(rows)
+
+
+def test_classifier_separates_two_synthetic_instruments(one_thread):
+    flute = (1.0, 0.1)  # almost a pure tone
+    reed = (1.0, 0.0, 0.6, 0.0, 0.4, 0.0, 0.3, 0.0, 0.2)  # odd harmonics, square-ish
+    x_train = torch.cat([_instrument_clips(flute, 16, 0), _instrument_clips(reed, 16, 1)])
+    y_train = ["flute"] * 16 + ["reed"] * 16
+    x_test = torch.cat([_instrument_clips(flute, 10, 2), _instrument_clips(reed, 10, 3)])
+    y_test = ["flute"] * 10 + ["reed"] * 10
+    model = train_classifier(x_train, y_train)
+    assert chance_level(y_test, 2) == 0.5
+    assert model.accuracy(x_test, y_test) >= 0.9
+    again = train_classifier(x_train, y_train)  # deterministic
+    assert torch.equal(again.weight, model.weight)
+
+
+def test_families_cover_every_lead_the_renderer_uses():
+    from yuefu.data import arrange
+
+    leads = set(arrange.BAND_LEADS) | {lead for leads in arrange.LEADS.values() for lead in leads}
+    leads |= {lead for style in arrange.STYLES.values() for lead in style.leads or ()}
+    leads |= {names[0] for names in arrange.CHORALE_ENSEMBLES.values()}
+    assert {family_of(lead) for lead in leads} <= set(FAMILIES)
+    assert chance_level(["a", "a", "a", "b"], 8) == 0.75 and chance_level(["a", "b"], 8) == 0.5
+
+
+# --- prompts and the baseline ----------------------------------------------------------------------------------------
+
+def test_derangement_and_prompt_sample_are_seeded():
+    for n in (2, 3, 16, 28):
+        p = derangement(n, seed=5)
+        assert sorted(p) == list(range(n)) and all(p[j] != j for j in range(n))
+        assert p == derangement(n, seed=5)
+    assert select_prompts(list(range(10)), 4, 1) == select_prompts(list(range(10)), 4, 1)
+    assert len(select_prompts(list(range(3)), 10, 0)) == 3
+    with pytest.raises(ValueError):
+        derangement(1, 0)
+
+
+# --- end to end ----------------------------------------------------------------------------------------------------
+
+CLIPS = [  # (lead, tonic, mode, bpm, English and Chinese prompt)
+    ("flute", 0, "major", 100, "100 BPM flute melody in C major", "C大调的长笛旋律，每分钟100拍"),
+    ("piano", 9, "minor", 120, "120 BPM piano piece in A minor", "A小调的钢琴曲，每分钟120拍"),
+    ("flute", 7, "major", 90, "90 BPM flute tune in G major", "G大调的长笛曲，每分钟90拍"),
+    ("piano", 2, "minor", 110, "110 BPM piano in D minor", "D小调的钢琴，每分钟110拍"),
+]
+TIMBRE = {"flute": (1.0, 0.1), "piano": (1.0, 0.6, 0.4, 0.3, 0.2)}
+
+
+def write_corpus(root, seconds: float = 1.5):
+    """train/ (8 clips) and valid/ (4 clips) in the render format: WAV + JSON sidecar."""
+    for split, copies in (("train", 2), ("valid", 1)):
+        (root / split).mkdir(parents=True)
+        for i in range(copies * len(CLIPS)):
+            lead, tonic, mode, bpm, en, zh = CLIPS[i % len(CLIPS)]
+            x = tonal_clip(tonic, mode, beat=30.0 / bpm, harmonics=TIMBRE[lead])
+            x = np.resize(x, int(seconds * SR)) * 0.5 + 0.2 * click_track(bpm, seconds)
+            name = f"{split}{i:03d}"
+            sf.write(root / split / f"{name}.wav", x.astype(np.float32), SR)
+            sidecar = {"description": en, "description_zh": zh, "bpm": bpm, "key": key_name(tonic, mode),
+                       "instruments": [lead], "render": {"lead": lead, "style": "solo", "quarter_bpm": float(bpm)}}
+            (root / split / f"{name}.json").write_text(json.dumps(sidecar, ensure_ascii=False))
+
+
+def _finite_numbers(obj, path=""):
+    """Every number in a nested report, with its path."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _finite_numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _finite_numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread: on a shared, busy CPU the tiny model runs ten times faster than on two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@needs_librosa
+def test_yuefu_eval_end_to_end(hf_dir, tmp_path, capsys, one_thread):
+    write_corpus(tmp_path / "corpus")
+    out = tmp_path / "report.json"
+    code = eval_cli.main([str(hf_dir), "--corpus", str(tmp_path / "corpus"), "--prompts", "3", "--seconds", "1",
+                          "--seed", "0", "--json", str(out), "--device", "cpu", "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "baseline: shuffled zh" in printed and "codec resynthesis" in printed
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["n_prompts"] == 3 and len(report["prompts"]) == 3
+    assert report["fad_embedding"].startswith("logmel-stats-128")
+    assert set(report["codec"]) == {"clips", "mel_distance_db", "si_snr_db", "baseline_first_codebook"}
+    assert report["classifier"]["accuracy_real_valid"] == 1.0  # two timbres this different are easy
+    for lang in ("en", "zh"):
+        r = report[lang]
+        for side in ("model", "baseline_shuffled"):
+            assert set(r[side]) >= {"instrument_accuracy", "instrument_chance", "tempo_error_median_bpm",
+                                    "tempo_error_octave_forgiven_median_bpm", "key_accuracy", "mode_accuracy",
+                                    "key_mirex_score"}
+        assert {"fad", "fad_codec_resynth", "fad_over_codec", "targets", "clips"} <= set(r)
+        assert len(r["clips"]) == 3
+    for name in ("real", "codec_resynth"):
+        assert report[name]["adherence"]["clips"] == 3
+    assert report["real"]["adherence"]["instrument_accuracy"] == 1.0
+    bad = [(p, v) for p, v in _finite_numbers(report) if not math.isfinite(v)]
+    assert not bad, bad
+
+
+def test_yuefu_eval_one_line_errors(tmp_path, capsys):
+    assert eval_cli.main(["m", "--corpus", str(tmp_path), "--prompts", "1"]) == 2
+    assert eval_cli.main(["m", "--corpus", str(tmp_path / "nope")]) == 2
+    assert eval_cli.main(["m", "--corpus", str(tmp_path), "--languages", "fr"]) == 2
+    assert eval_cli.main(["m", "--corpus", str(tmp_path)]) == 2  # no valid/ inside
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("yuefu: error: ") for line in err)
+    write_corpus(tmp_path / "corpus", seconds=0.5)
+    expected = 3 if HAVE_LIBROSA else 2  # without librosa the evaluation stops before loading the model
+    assert eval_cli.main([str(tmp_path / "no-model"), "--corpus", str(tmp_path / "corpus"), "--quiet"]) == expected

@@ -1,0 +1,90 @@
+"""``yuefu eval MODEL --corpus DIR``: the evaluation of :func:`yuefu.eval.run.evaluate` from the command line.
+
+Register it in ``yuefu/cli.py`` with :func:`add_eval_parser` (the parsed namespace carries its handler as
+``func``, :func:`cmd_eval`). Errors are one line: InvalidArgumentError (bad option, not a corpus),
+ModelNotFoundError (from loading the model), AudioFileError (an unreadable clip, an unwritable ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+from yuefu.errors import InvalidArgumentError
+
+
+def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``eval`` to the ``yuefu`` sub-commands ``sub`` (what ``add_subparsers`` returned)."""
+    e = sub.add_parser("eval", help="evaluate a model on a rendered corpus' held-out clips (codec, adherence, FAD)",
+                       description="Codec quality, prompt adherence (instrument, tempo, key) and FAD of a model on "
+                                   "the valid split of a corpus from `yuefu data render`, each beside a baseline.")
+    e.add_argument("model", metavar="MODEL", help="checkpoint folder or hub id")
+    e.add_argument("--corpus", required=True, metavar="DIR", help="corpus folder (with train/ and valid/)")
+    e.add_argument("--prompts", type=int, default=16, metavar="N", help="held-out prompts per language (default 16)")
+    e.add_argument("--seconds", type=float, default=10.0, metavar="S", help="length of each clip (default 10)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the prompt sample, shuffle and generation (default 0)")
+    e.add_argument("--json", default=None, metavar="OUT", help="write the full report here as JSON")
+    e.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    e.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
+    e.add_argument("--languages", default="en,zh", help="prompt languages, comma-separated (default en,zh)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_eval)
+    return e
+
+
+def _check_args(args: argparse.Namespace) -> list[str]:
+    """One-line errors for bad values before anything is loaded; returns the languages."""
+    if args.prompts < 2:
+        raise InvalidArgumentError(f"--prompts must be >= 2 (the baseline shuffles them), got {args.prompts}")
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise InvalidArgumentError(f"--seconds must be a positive number, got {args.seconds}")
+    if args.batch_size < 1:
+        raise InvalidArgumentError(f"--batch-size must be >= 1, got {args.batch_size}")
+    languages = [s.strip() for s in args.languages.split(",") if s.strip()]
+    if not languages or any(lang not in ("en", "zh") for lang in languages):
+        raise InvalidArgumentError(f"--languages must be en, zh or en,zh, got {args.languages!r}")
+    if not Path(args.corpus).expanduser().is_dir():
+        raise InvalidArgumentError(f"--corpus {args.corpus}: no such folder")
+    return languages
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run the evaluation, print the table (and where the JSON went); exit code 0."""
+    import sys
+
+    from yuefu.eval.run import evaluate, format_report
+
+    languages = _check_args(args)
+    report = evaluate(args.model, args.corpus, n_prompts=args.prompts, seconds=args.seconds, seed=args.seed,
+                      out_json=args.json, device=args.device, batch_size=args.batch_size, languages=languages,
+                      progress=not args.quiet, log=lambda msg: print(msg, file=sys.stderr) if not args.quiet else None)
+    print(format_report(report))
+    if args.json:
+        print(f"report: {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m yuefu.eval.cli MODEL --corpus DIR ...`` on its own (one-line errors, as ``yuefu``)."""
+    import sys
+
+    from yuefu.errors import YuefuError
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:
+            raise InvalidArgumentError(f"{message} (see: {self.prog} --help)")
+
+    parser = _Parser(prog="yuefu")
+    add_eval_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+    try:
+        args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
+        return args.func(args)
+    except YuefuError as e:
+        print(f"yuefu: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
