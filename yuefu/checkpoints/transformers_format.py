@@ -7,6 +7,16 @@ layer_norm`` / ``final_layer_norm`` -> ``norm1`` / ``norm_cross`` / ``norm2``; `
 ``ffn.linear2``; ``decoder.model.decoder.layer_norm`` -> ``out_norm``; ``decoder.lm_heads.{k}`` -> ``heads.{k}``;
 ``enc_to_dec_proj`` -> text projection; ``audio_encoder.*`` -> codec; ``text_encoder.*`` -> T5 encoder.
 
+Sentence-encoder models (``text.kind == "sentence"``, e.g. yuefu-mini with all-MiniLM-L6-v2) are written with the
+BERT-like encoder inside: its config.json as the ``text_encoder`` sub-config, its weights as ``text_encoder.*`` (the
+keys of its own ``model.safetensors``, which are those transformers' MusicGen gives an ``AutoModelForTextEncoding``
+BertModel) and its tokenizer files beside config.json; transformers builds the encoder from that sub-config with
+``AutoModelForTextEncoding``. It masks padded text positions where yuefu (like audiocraft) zeroes them and attends
+to them, so the two agree exactly on unpadded prompts.
+On reading, such a folder's encoder (sub-config, ``text_encoder.*`` weights, tokenizer) is written once into
+yuefu's cache as a plain transformers folder named by a hash of its contents, which the sentence conditioner loads
+like any other local encoder folder (:func:`sentence_encoder_folder`).
+
 Melody models (``model_type: musicgen_melody``, ``MusicgenMelodyForConditionalGeneration``) have the same decoder
 keys without ``encoder_attn``, plus ``audio_enc_to_dec_proj`` (Linear(num_chroma, dim)) -> melody projection; the
 config adds ``num_chroma`` and ``chroma_length``.
@@ -14,15 +24,18 @@ config adds ``num_chroma`` and ``chroma_length``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from yuefu.checkpoints.bundle import Checkpoint, StateDict, rename_keys, split_prefix
+from yuefu.checkpoints.bundle import Checkpoint, StateDict, check_keys, rename_keys, split_prefix
 from yuefu.checkpoints.codec_keys import (
     codec_config_from_transformers,
     codec_config_to_transformers,
@@ -31,9 +44,13 @@ from yuefu.checkpoints.codec_keys import (
 )
 from yuefu.checkpoints.safe_load import load_torch_pickle
 from yuefu.config import LMConfig, MusicGenConfig, TextConfig
-from yuefu.errors import CheckpointError
+from yuefu.errors import CheckpointError, ModelNotFoundError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "special_tokens_map.json")
+# Tokenizer files a BERT-like sentence encoder may have (WordPiece vocab.txt; BPE vocab.json + merges.txt).
+ENCODER_TOKENIZER_FILES = (*TOKENIZER_FILES, "vocab.txt", "vocab.json", "merges.txt")
+# text_encoder model types read as a sentence-encoder conditioner (per-token states of an AutoModel).
+SENTENCE_ENCODER_TYPES = ("bert", "roberta", "xlm-roberta")
 
 _DEC = r"decoder\.model\.decoder\."
 _LM_RULES = [
@@ -70,10 +87,20 @@ def config_from_transformers(cfg: dict[str, Any]) -> MusicGenConfig:
     )
     if dec.get("activation_function", "gelu") != "gelu" or dec.get("scale_embedding", False):
         raise CheckpointError("unsupported decoder variant (activation must be gelu, scale_embedding false)")
-    if text.get("d_model") == dec["hidden_size"] or dec.get("cross_attention_hidden_size") is not None:
+    text_type = text.get("model_type", "t5")
+    if text_type == "t5":
+        width = text["d_model"]
+        text_cfg = TextConfig(kind="t5", name=text.get("_name_or_path") or "t5-base", encoder_dim=width,
+                              encoder_config=text)
+    elif text_type in SENTENCE_ENCODER_TYPES:
+        width = text["hidden_size"]
+        # The encoder ships inside the folder: read() points ``name`` at it (see sentence_encoder_folder).
+        text_cfg = TextConfig(kind="sentence", name=text.get("_name_or_path") or "", encoder_dim=width)
+    else:
+        raise CheckpointError(f"unsupported text encoder model_type {text_type!r} "
+                              f"(expected t5 or one of {', '.join(SENTENCE_ENCODER_TYPES)})")
+    if width == dec["hidden_size"] or dec.get("cross_attention_hidden_size") is not None:
         raise CheckpointError("unsupported: text encoder without the enc_to_dec projection")
-    text_cfg = TextConfig(kind="t5", name=text.get("_name_or_path") or "t5-base", encoder_dim=text["d_model"],
-                          encoder_config=text)
     extra: dict[str, Any] = {}
     if melody:
         extra = {"melody": True, "num_chroma": int(cfg.get("num_chroma", 12)),
@@ -82,8 +109,16 @@ def config_from_transformers(cfg: dict[str, Any]) -> MusicGenConfig:
                           max_duration=30.0, name=cfg.get("_name_or_path", ""), **extra)
 
 
-def config_to_transformers(cfg: MusicGenConfig) -> dict[str, Any]:
-    if cfg.text.encoder_config is None:
+def config_to_transformers(cfg: MusicGenConfig, text_encoder_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """transformers' MusicgenConfig as a dict. ``text_encoder_config``: the encoder's config.json (a sentence
+    encoder's is read from its folder when not given; a T5 encoder's is ``cfg.text.encoder_config``)."""
+    if text_encoder_config is not None:
+        text = text_encoder_config
+    elif cfg.text.kind == "sentence":
+        text = _read_encoder_config(_sentence_encoder_dir(cfg.text.name))
+    elif cfg.text.encoder_config is not None:
+        text = cfg.text.encoder_config
+    else:
         raise CheckpointError("the transformers format needs the text encoder's config and weights "
                               "(load the model with its T5 encoder first)")
     lm = cfg.lm
@@ -98,15 +133,107 @@ def config_to_transformers(cfg: MusicGenConfig) -> dict[str, Any]:
         dec["model_type"] = "musicgen_melody_decoder"
         return {
             "model_type": "musicgen_melody", "architectures": ["MusicgenMelodyForConditionalGeneration"],
-            "decoder": dec, "text_encoder": cfg.text.encoder_config,
+            "decoder": dec, "text_encoder": text,
             "audio_encoder": codec_config_to_transformers(cfg.codec), "is_encoder_decoder": True,
             "num_chroma": cfg.num_chroma, "chroma_length": cfg.chroma_frames,
         }
     return {
         "model_type": "musicgen", "architectures": ["MusicgenForConditionalGeneration"],
-        "decoder": dec, "text_encoder": cfg.text.encoder_config,
+        "decoder": dec, "text_encoder": text,
         "audio_encoder": codec_config_to_transformers(cfg.codec), "is_encoder_decoder": True,
     }
+
+
+# --- sentence encoders ------------------------------------------------------------------------------------------
+def _sentence_encoder_dir(name: str) -> Path:
+    """The local folder of a sentence encoder named in a yuefu config (folder, packaged MiniLM or hub snapshot)."""
+    from yuefu.conditioners.sentence import resolve_sentence_encoder
+
+    folder = resolve_sentence_encoder(name)
+    if not (folder / "model.safetensors").is_file():
+        raise CheckpointError(f"{folder}: the sentence encoder has no model.safetensors (only safetensors weights "
+                              "are exported)")
+    return folder
+
+
+def _read_encoder_config(folder: Path) -> dict[str, Any]:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{folder / 'config.json'}: cannot read the text encoder's config "
+                              f"({e.__class__.__name__})") from None
+    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if model_type not in SENTENCE_ENCODER_TYPES:
+        raise CheckpointError(f"{folder}: not a BERT-like sentence encoder (model_type={model_type!r}, expected one "
+                              f"of {', '.join(SENTENCE_ENCODER_TYPES)})")
+    return cfg
+
+
+def _encoder_keys(cfg: dict[str, Any]) -> set[str]:
+    """State-dict keys of the encoder transformers' MusicGen builds from sub-config ``cfg`` (built on meta)."""
+    from transformers import AutoConfig, AutoModelForTextEncoding
+
+    d = dict(cfg)
+    try:
+        config = AutoConfig.for_model(d.pop("model_type"), **d)
+        with torch.device("meta"):
+            model = AutoModelForTextEncoding.from_config(config)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"invalid text encoder config ({str(e).splitlines()[0][:160]})") from None
+    return set(model.state_dict())
+
+
+def _encoder_state(cfg: dict[str, Any], sd: StateDict, what: str) -> StateDict:
+    """``sd`` checked against the architecture of ``cfg``, without the index buffers (``embeddings.position_ids``)
+    older transformers saved; floating weights in float32, the precision yuefu runs the encoder in."""
+    expected = _encoder_keys(cfg)
+    sd = {k: v for k, v in sd.items() if k in expected or not k.endswith("_ids")}
+    check_keys(expected, set(sd), what)
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def sentence_encoder_folder(folder: Path, cfg: dict[str, Any], sd: StateDict) -> Path:
+    """A plain transformers folder for the sentence encoder inside MusicGen folder ``folder`` (sub-config ``cfg``,
+    weights ``sd`` without their ``text_encoder.`` prefix, the tokenizer files beside config.json), written once
+    into yuefu's cache under a hash of those contents, so that a read-only folder (a hub snapshot) loads too."""
+    from safetensors.torch import save_file
+
+    from yuefu.conditioners.sentence import cache_dir
+
+    tokenizer = [name for name in ENCODER_TOKENIZER_FILES if (folder / name).is_file()]
+    if not tokenizer:
+        raise CheckpointError(f"{folder}: no tokenizer files for its {cfg.get('model_type')} text encoder "
+                              f"(expected some of {', '.join(ENCODER_TOKENIZER_FILES)})")
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
+    for name in tokenizer:
+        digest.update(f"\0{name}\0".encode())
+        digest.update((folder / name).read_bytes())
+    for key in sorted(sd):
+        t = sd[key].detach().cpu().contiguous()
+        digest.update(f"\0{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    target = cache_dir() / "text-encoders" / f"{cfg['model_type']}-{digest.hexdigest()[:24]}"
+    if (target / "model.safetensors").is_file():
+        return target  # complete: the folder only appears by the rename below
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".encoder-", dir=target.parent))
+        try:
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+            for name in tokenizer:
+                shutil.copyfile(folder / name, tmp / name)
+            save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp / "model.safetensors"))
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process wrote it first
+                if not (target / "model.safetensors").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        raise ModelNotFoundError(f"cannot write the text encoder of {folder} into {target.parent} "
+                                 f"({e.strerror or e}); set YUEFU_CACHE to a writable folder") from None
+    return target
 
 
 # --- weights ----------------------------------------------------------------------------------------------------
@@ -209,6 +336,11 @@ def read(folder: str | os.PathLike) -> Checkpoint:
     text_proj = split_prefix(sd, "enc_to_dec_proj.")
     codec = codec_state_from_transformers(split_prefix(sd, "audio_encoder."))
     text_encoder = split_prefix(sd, "text_encoder.")
+    if config.text.kind == "sentence":
+        encoder_cfg = cfg["text_encoder"]
+        encoder_sd = _encoder_state(encoder_cfg, text_encoder, f"{folder}: text encoder weights (text_encoder.*)")
+        config.text.name = str(sentence_encoder_folder(folder, encoder_cfg, encoder_sd))
+        text_encoder = {}  # Checkpoint.text_encoder holds T5 weights; this encoder loads from its own folder
     melody_proj = split_prefix(sd, "audio_enc_to_dec_proj.") or None
     if config.melody and melody_proj is None:
         raise CheckpointError(f"{folder}: a melody model without its chroma projection (audio_enc_to_dec_proj.*)")
@@ -222,17 +354,37 @@ def write(ckpt: Checkpoint, folder: Path) -> None:
     """Write into ``folder`` (which the caller creates and later moves into place)."""
     from safetensors.torch import save_file
 
-    if ckpt.text_encoder is None or ckpt.codec is None:
-        raise CheckpointError("the transformers format needs the T5 encoder and codec weights inside")
-    cfg = config_to_transformers(ckpt.config)
+    if ckpt.codec is None:
+        raise CheckpointError("the transformers format needs the codec weights inside")
+    encoder_dir = None
+    if ckpt.config.text.kind == "sentence":
+        encoder_dir = _sentence_encoder_dir(ckpt.config.text.name)
+        encoder_cfg = _read_encoder_config(encoder_dir)
+        if encoder_cfg.get("hidden_size") != ckpt.config.text.encoder_dim:
+            raise CheckpointError(f"{encoder_dir}: hidden_size {encoder_cfg.get('hidden_size')} is not the model's "
+                                  f"text encoder width {ckpt.config.text.encoder_dim}")
+        from safetensors.torch import load_file
+
+        text_encoder = _encoder_state(encoder_cfg, _load_file(load_file, encoder_dir / "model.safetensors"),
+                                      f"{encoder_dir}: sentence encoder weights")
+        cfg = config_to_transformers(ckpt.config, encoder_cfg)
+    elif ckpt.text_encoder is None:
+        raise CheckpointError("the transformers format needs the T5 encoder weights inside")
+    else:
+        text_encoder = ckpt.text_encoder
+        cfg = config_to_transformers(ckpt.config)
     sd: StateDict = {}
     sd.update(lm_state_to_transformers(ckpt.lm))
     sd.update({f"enc_to_dec_proj.{k}": v for k, v in ckpt.text_proj.items()})
     sd.update({f"audio_encoder.{k}": v for k, v in codec_state_to_transformers(ckpt.codec).items()})
-    sd.update({f"text_encoder.{k}": v for k, v in ckpt.text_encoder.items()})
+    sd.update({f"text_encoder.{k}": v for k, v in text_encoder.items()})
     if ckpt.config.melody:
         if ckpt.melody_proj is None:
             raise CheckpointError("a melody model needs its chroma projection to be written")
         sd.update({f"audio_enc_to_dec_proj.{k}": v for k, v in ckpt.melody_proj.items()})
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
     save_file({k: v.contiguous() for k, v in sd.items()}, str(folder / "model.safetensors"))
+    if encoder_dir is not None:  # the encoder's tokenizer; the caller may overwrite it with an equal saved copy
+        for name in ENCODER_TOKENIZER_FILES:
+            if (encoder_dir / name).is_file():
+                shutil.copyfile(encoder_dir / name, folder / name)
