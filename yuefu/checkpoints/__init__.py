@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from yuefu.atomic import atomic_folder
 from yuefu.checkpoints import audiocraft_format, transformers_format, yuefu_format
 from yuefu.checkpoints.bundle import Checkpoint
 from yuefu.errors import CheckpointError
@@ -47,30 +47,21 @@ def write_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, fmt: str = "yu
     folder = Path(folder).expanduser()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise CheckpointError(f"{folder}: exists and is not an empty folder")
-    parent = folder.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parent))
+        with atomic_folder(folder) as tmp:
+            if fmt == "yuefu":
+                yuefu_format.write(ckpt, tmp)
+            elif fmt == "transformers":
+                transformers_format.write(ckpt, tmp)
+            else:
+                audiocraft_format.write(ckpt, tmp)
+            if ckpt.tokenizer_dir and fmt != "audiocraft":
+                for name in transformers_format.TOKENIZER_FILES:
+                    src = Path(ckpt.tokenizer_dir) / name
+                    if src.exists():
+                        shutil.copy2(src, tmp / name)
     except OSError as e:
-        raise CheckpointError(f"{folder}: cannot write here ({e.strerror})") from None
-    try:
-        if fmt == "yuefu":
-            yuefu_format.write(ckpt, tmp)
-        elif fmt == "transformers":
-            transformers_format.write(ckpt, tmp)
-        else:
-            audiocraft_format.write(ckpt, tmp)
-        if ckpt.tokenizer_dir and fmt != "audiocraft":
-            for name in transformers_format.TOKENIZER_FILES:
-                src = Path(ckpt.tokenizer_dir) / name
-                if src.exists():
-                    shutil.copy2(src, tmp / name)
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        raise CheckpointError(f"{folder}: cannot write here ({e.strerror or e})") from None
     return folder
 
 

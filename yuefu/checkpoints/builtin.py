@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import torch
 
+from yuefu.atomic import atomic_folder
 from yuefu.errors import CheckpointError, InvalidArgumentError
 
 BUILTIN_MODELS = ("yuefu-mini",)
@@ -54,9 +54,7 @@ def package_model(src: str | os.PathLike, dst: str | os.PathLike, card: str | No
     if dst.exists() and any(dst.iterdir()):
         raise InvalidArgumentError(f"{dst}: exists and is not empty")
     encoder_dir = resolve_sentence_encoder(ckpt.config.text.name)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+    with atomic_folder(dst) as tmp:
         half = {k: {n: t.to(torch.float16) if t.is_floating_point() else t for n, t in part.items()}
                 for k, part in (("lm", ckpt.lm), ("codec", ckpt.codec), ("text_proj", ckpt.text_proj))}
         ckpt.lm, ckpt.codec, ckpt.text_proj = half["lm"], half["codec"], half["text_proj"]
@@ -75,12 +73,6 @@ def package_model(src: str | os.PathLike, dst: str | os.PathLike, card: str | No
             (tmp / "MODEL_CARD.md").write_text(card, encoding="utf-8")
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp makes it private; a shipped model is world-readable
             path.chmod(0o755 if path.is_dir() else 0o644)
-        if dst.exists():
-            dst.rmdir()
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 

@@ -29,12 +29,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from yuefu.atomic import atomic_folder
 from yuefu.checkpoints.bundle import Checkpoint, StateDict, check_keys, rename_keys, split_prefix
 from yuefu.checkpoints.codec_keys import (
     codec_config_from_transformers,
@@ -216,20 +216,11 @@ def sentence_encoder_folder(folder: Path, cfg: dict[str, Any], sd: StateDict) ->
     if (target / "model.safetensors").is_file():
         return target  # complete: the folder only appears by the rename below
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".encoder-", dir=target.parent))
-        try:
+        with atomic_folder(target, shared=True) as tmp:
             (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
             for name in tokenizer:
                 shutil.copyfile(folder / name, tmp / name)
             save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp / "model.safetensors"))
-            try:
-                os.replace(tmp, target)
-            except OSError:  # another process wrote it first
-                if not (target / "model.safetensors").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     except OSError as e:
         raise ModelNotFoundError(f"cannot write the text encoder of {folder} into {target.parent} "
                                  f"({e.strerror or e}); set YUEFU_CACHE to a writable folder") from None

