@@ -1,4 +1,5 @@
-"""yuefu's web app: ``python app.py --model facebook/musicgen-small`` (the same page as ``yuefu app``).
+"""yuefu's web app: ``python app.py`` (the built-in yuefu-mini) or ``python app.py --model facebook/musicgen-small``
+(the same page as ``yuefu app``).
 
 Serves on http://127.0.0.1:7860 (this machine only) unless ``--listen 0.0.0.0`` / ``--port`` say otherwise.
 """
@@ -10,12 +11,13 @@ import logging
 import sys
 
 NO_MODEL = ("app.py: a model is required: pass --model facebook/musicgen-small (downloads its weights on first use) "
-            "or --model PATH to a local checkpoint folder; yuefu ships no built-in model yet")
+            "or --model PATH to a local checkpoint folder; this installation has no built-in model")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="yuefu web app (MusicGen text to music)")
-    p.add_argument("--model", default=None, help="default model: hub id or checkpoint folder (required for now)")
+    p.add_argument("--model", default=None,
+                   help="default model: hub id or checkpoint folder (default: the built-in yuefu-mini)")
     p.add_argument("--models", nargs="*", default=None, metavar="ID", help="other models to offer in the page")
     p.add_argument("--listen", "--host", dest="host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; 0.0.0.0 serves the network)")
@@ -33,8 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.model is None:
-        print(NO_MODEL, file=sys.stderr)
-        return 2
+        from yuefu.checkpoints.builtin import available
+
+        builtin = available()
+        if not builtin:
+            print(NO_MODEL, file=sys.stderr)
+            return 2
+        args.model = builtin[0]
     for name, value in (("--max-duration", args.max_duration), ("--max-upload-mb", args.max_upload_mb),
                         ("--queue-size", args.queue_size), ("--concurrency", args.concurrency)):
         if not value > 0:
