@@ -127,7 +127,15 @@ def load_sentence_encoder(name_or_path: str = MINILM) -> tuple[Any, nn.Module]:
         raise CheckpointError(f"{folder}: no .safetensors weights (pickled .bin weights are not loaded)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        encoder = AutoModel.from_pretrained(str(folder), use_safetensors=True).float()  # fp16 files run in fp32
+        from transformers.utils import logging as hf_logging
+
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a 22 M-parameter local load needs no "Loading weights" bar
+        try:
+            encoder = AutoModel.from_pretrained(str(folder), use_safetensors=True).float()  # fp16 files: fp32
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{folder}: not a transformers text encoder ({str(e).splitlines()[0][:160]})") from None
     return tokenizer, encoder.eval().requires_grad_(False)
