@@ -128,6 +128,11 @@ def test_stream_emits_a_wav_stream_equal_to_the_file(hf_dir, tmp_path):
     written = sf.read(str(out))[0]
     assert pcm.shape == written.shape == (48000,)
     assert np.abs(pcm - written).max() <= 2 / 32767  # the same samples, rounded to 16 bits twice
+    assert json.loads(out.with_suffix(".json").read_text())["stream"] is True
+    again = tmp_path / "again.wav"  # a streamed file regenerates by streaming again: the same samples
+    r = run("generate", "--from-sidecar", str(out.with_suffix(".json")), "--out", str(again), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(sf.read(str(again))[0], written)
 
 
 @pytest.mark.parametrize("case,code,words", [
