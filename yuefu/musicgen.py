@@ -626,10 +626,18 @@ def _build_conditioner(ckpt: Checkpoint, text_encoder: str | None) -> TextCondit
         source = hub.resolve_text_encoder(text_encoder or cfg.text.name)
         encoder = _load_t5_encoder(source)
         tok_source = source
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    # A MusicGen folder's config.json, which the tokenizer reads for its type, names the special token (= card) as
+    # pad/bos id; transformers warns that it lies outside the vocabulary. It is by design: keep the console quiet.
+    hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source)
     except (OSError, ValueError) as e:
         raise ModelNotFoundError(f"tokenizer {tok_source}: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        hf_logging.set_verbosity(level)
     return T5Conditioner(tokenizer, encoder, cfg.lm.dim)
 
 
