@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import hf_greedy_generate
 
 import yuefu
 from yuefu.checkpoints import read_checkpoint, write_checkpoint
@@ -67,22 +68,8 @@ def text_inputs(tokenizer, prompts: list[str]) -> dict[str, torch.Tensor]:
 
 
 def hf_greedy(hf, tokenizer, prompts: list[str], frames: int, cfg: float = 3.0):
-    """transformers' greedy generation with CFG; its codes are caught on their way into the codec's decoder."""
-    caught = {}
-    decode = hf.audio_encoder.decode
-
-    def spy(codes, *args, **kwargs):
-        caught["codes"] = codes.clone()
-        return decode(codes, *args, **kwargs)
-
-    hf.audio_encoder.decode = spy
-    try:
-        with torch.no_grad():  # start and pad ids (2048) come from the exported config alone
-            audio = hf.generate(**text_inputs(tokenizer, prompts), do_sample=False, guidance_scale=cfg,
-                                max_new_tokens=frames + hf.config.decoder.num_codebooks - 1)
-    finally:
-        hf.audio_encoder.decode = decode
-    return caught["codes"][0], audio  # [B, K, T], [B, 1, samples]
+    """transformers' greedy generation with CFG (start and pad ids come from the exported config alone)."""
+    return hf_greedy_generate(hf, text_inputs(tokenizer, prompts), frames, cfg)
 
 
 def yuefu_greedy(model: yuefu.MusicGen, prompts: list[str], frames: int):

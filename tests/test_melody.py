@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from conftest_models import REFERENCE
-from tiny import make_melody_feature_extractor
+from tiny import hf_greedy_generate, make_melody_feature_extractor
 
 import yuefu
 from yuefu.conditioners.chroma import (
@@ -58,24 +58,11 @@ def hf_features(fe, wavs: list[torch.Tensor]) -> torch.Tensor:
 
 
 def hf_greedy_codes(hf_model, tokenizer, prompts, features, frames: int, cfg: float = 3.0) -> torch.Tensor:
-    """transformers' greedy generation; the codes are caught on their way into the codec's decoder."""
-    caught = {}
-    decode = hf_model.audio_encoder.decode
-
-    def spy(codes, *args, **kwargs):
-        caught["codes"] = codes.clone()
-        return decode(codes, *args, **kwargs)
-
-    hf_model.audio_encoder.decode = spy
-    try:
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True)
-        extra = {} if features is None else {"input_features": features}
-        with torch.no_grad():
-            hf_model.generate(**inputs, **extra, do_sample=False, guidance_scale=cfg,
-                              max_new_tokens=frames + hf_model.config.decoder.num_codebooks - 1)
-    finally:
-        hf_model.audio_encoder.decode = decode
-    return caught["codes"][0]  # [B, K, T]
+    """transformers' greedy generation with an optional melody -> codes [B, K, T]."""
+    inputs = dict(tokenizer(prompts, return_tensors="pt", padding=True))
+    if features is not None:
+        inputs["input_features"] = features
+    return hf_greedy_generate(hf_model, inputs, frames, cfg)[0]
 
 
 # --- loading ------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import hf_greedy_generate
 
 import yuefu
 from yuefu.lm.patterns import delay_pattern
@@ -21,23 +22,8 @@ def model(hf_dir):
 
 
 def hf_greedy_codes(hf_model, tokenizer, prompts, frames, cfg=3.0):
-    """transformers' greedy generation; the codes are caught on their way into the codec's decoder."""
-    caught = {}
-    decode = hf_model.audio_encoder.decode
-
-    def spy(codes, *args, **kwargs):
-        caught["codes"] = codes.clone()
-        return decode(codes, *args, **kwargs)
-
-    hf_model.audio_encoder.decode = spy
-    try:
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True)
-        with torch.no_grad():
-            audio = hf_model.generate(**inputs, do_sample=False, guidance_scale=cfg,
-                                      max_new_tokens=frames + hf_model.config.decoder.num_codebooks - 1)
-    finally:
-        hf_model.audio_encoder.decode = decode
-    return caught["codes"][0], audio  # [B, K, T], [B, 1, samples]
+    """transformers' greedy generation -> codes [B, K, T], audio [B, 1, samples]."""
+    return hf_greedy_generate(hf_model, tokenizer(prompts, return_tensors="pt", padding=True), frames, cfg)
 
 
 def test_lm_logits_equal_transformers(model, hf_model, tokenizer):

@@ -149,3 +149,23 @@ def make_melody_feature_extractor():
                 fe_mod.torchaudio = old
             else:
                 del fe_mod.torchaudio
+
+
+def hf_greedy_generate(hf_model, inputs: dict, frames: int, cfg: float = 3.0):
+    """transformers' greedy generation with classifier-free guidance for ``frames`` frames; the codes are caught on
+    their way into the codec's decoder. -> (codes [B, K, frames], audio [B, C, samples])."""
+    caught = {}
+    decode = hf_model.audio_encoder.decode
+
+    def spy(codes, *args, **kwargs):
+        caught["codes"] = codes.clone()
+        return decode(codes, *args, **kwargs)
+
+    hf_model.audio_encoder.decode = spy
+    try:
+        with torch.no_grad():
+            audio = hf_model.generate(**inputs, do_sample=False, guidance_scale=cfg,
+                                      max_new_tokens=frames + hf_model.config.decoder.num_codebooks - 1)
+    finally:
+        hf_model.audio_encoder.decode = decode
+    return caught["codes"][0], audio
