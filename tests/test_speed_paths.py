@@ -60,3 +60,32 @@ def test_quantized_model_refuses_to_save(hf_dir, tmp_path):
     q = yuefu.MusicGen.from_pretrained(str(hf_dir), device="cpu", quantize="int8")
     with pytest.raises(CheckpointError):
         q.save_pretrained(tmp_path / "q")
+
+
+@pytest.mark.parametrize("shape,bias", [((2, 64), False), ((2, 1, 64), True), ((4, 4, 64), False), ((3, 9, 64), True)])
+def test_decode_linear_matches_float64(shape, bias):
+    """yuefu's Linear (W @ x^T for few rows on the CPU, F.linear otherwise) against a float64 closed form."""
+    from yuefu.lm.model import DECODE_ROWS, Linear
+
+    torch.manual_seed(0)
+    lin = Linear(64, 96, bias=bias)
+    x = torch.randn(*shape)
+    ref = x.double() @ lin.weight.double().T + (lin.bias.double() if bias else 0)
+    y = lin(x)
+    assert y.shape == (*shape[:-1], 96) and y.dtype == torch.float32
+    assert (y.double() - ref).abs().max() < 1e-5
+    assert (x.numel() // 64 <= DECODE_ROWS) == (shape != (3, 9, 64))  # both paths are exercised
+    with torch.no_grad():
+        assert torch.allclose(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias), atol=1e-5)
+
+
+def test_int8_keeps_one_copy_of_the_weights(fp32, hf_dir):
+    """On the CPU the int8 kernel's packed weights are the only copy (no int8 buffer beside them)."""
+    from yuefu.lm.quantize import _x86_int8_available
+
+    q = yuefu.MusicGen.from_pretrained(str(hf_dir), device="cpu", quantize="int8")
+    layers = [m for m in q.lm.modules() if isinstance(m, Int8Linear)]
+    assert layers
+    if _x86_int8_available():
+        assert all(m._packed is not None and m._int8 is None for m in layers)
+        assert all(n != "_int8" for n, _ in q.lm.named_buffers())

@@ -94,14 +94,16 @@ class MusicGen:
         folder = hub.resolve_model(name_or_path)
         ckpt = read_checkpoint(folder)
         return cls.from_checkpoint(ckpt, name=name_or_path, device=device, dtype=dtype, text_encoder=text_encoder,
-                                   quantize=quantize)
+                                   quantize=quantize, consume=True)
 
     get_pretrained = from_pretrained  # audiocraft's name
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, name: str = "", device: str | torch.device | None = None,
                         dtype: torch.dtype | str | None = None, text_encoder: str | None = None,
-                        quantize: str | None = None) -> MusicGen:
+                        quantize: str | None = None, consume: bool = False) -> MusicGen:
+        """A model from checkpoint tensors. ``consume=True`` moves the LM tensors into the model and empties
+        ``ckpt.lm``, so a bf16 or int8 load converts them one by one instead of holding two copies."""
         device = torch.device(device or _default_device())
         cfg = ckpt.config
         if cfg.melody and cfg.lm.cross_attention:
@@ -117,7 +119,11 @@ class MusicGen:
 
         with torch.device("meta"):  # no random init: the checkpoint's tensors become the parameters
             lm = LMModel(cfg.lm)
-        _load(lm, ckpt.lm, "LM", assign=True)
+        lm_sd = ckpt.lm
+        if consume:
+            ckpt.lm = {}
+        _load(lm, lm_sd, "LM", assign=True)
+        del lm_sd  # with consume, the module now holds the only reference: .to() and int8 free as they convert
         lm.to(device=device, dtype=_dtype(dtype))
         if quantize is not None:
             if quantize != "int8":

@@ -43,6 +43,7 @@ from yuefu.checkpoints.codec_keys import (
     codec_state_to_transformers,
 )
 from yuefu.checkpoints.safe_load import load_torch_pickle
+from yuefu.checkpoints.safetensors_read import read_safetensors
 from yuefu.config import LMConfig, MusicGenConfig, TextConfig
 from yuefu.errors import CheckpointError, ModelNotFoundError
 
@@ -283,9 +284,7 @@ def lm_state_to_transformers(sd: StateDict) -> StateDict:
 
 def read_weights(folder: Path) -> StateDict:
     """All tensors of a transformers checkpoint folder: safetensors or torch bin, single or sharded."""
-    from safetensors.torch import load_file
-
-    for single, index, loader in (("model.safetensors", "model.safetensors.index.json", load_file),
+    for single, index, loader in (("model.safetensors", "model.safetensors.index.json", read_safetensors),
                                   ("pytorch_model.bin", "pytorch_model.bin.index.json", load_torch_pickle)):
         if (folder / single).exists():
             return _load_file(loader, folder / single)
@@ -354,9 +353,8 @@ def write(ckpt: Checkpoint, folder: Path) -> None:
         if encoder_cfg.get("hidden_size") != ckpt.config.text.encoder_dim:
             raise CheckpointError(f"{encoder_dir}: hidden_size {encoder_cfg.get('hidden_size')} is not the model's "
                                   f"text encoder width {ckpt.config.text.encoder_dim}")
-        from safetensors.torch import load_file
 
-        text_encoder = _encoder_state(encoder_cfg, _load_file(load_file, encoder_dir / "model.safetensors"),
+        text_encoder = _encoder_state(encoder_cfg, _load_file(read_safetensors, encoder_dir / "model.safetensors"),
                                       f"{encoder_dir}: sentence encoder weights")
         cfg = config_to_transformers(ckpt.config, encoder_cfg)
     elif ckpt.text_encoder is None:

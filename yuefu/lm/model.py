@@ -19,6 +19,30 @@ from torch import nn
 
 from yuefu.config import LMConfig
 
+DECODE_ROWS = 16  # at most this many rows (batch x new positions) count as a generation step
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose few-row products on the CPU in float32 run as ``(W @ x^T)^T``.
+
+    A generation step multiplies each weight by 2-16 rows. For that shape MKL's ``x @ W^T`` (what ``F.linear``
+    calls) reaches 4-13 GB/s on this 2-core machine, while ``W @ x^T`` streams the weight at 12-38 GB/s (measured
+    per shape, weights out of cache: ``benchmarks/linear_shapes.py``); bf16 is the other way round, so it keeps
+    ``F.linear``. Same parameters and state-dict keys as ``nn.Linear``; training-sized inputs are unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if (x.device.type != "cpu" or w.dtype != torch.float32 or x.dtype != torch.float32
+                or x.numel() > DECODE_ROWS * x.shape[-1] or torch.is_autocast_enabled("cpu")):
+            return F.linear(x, w, self.bias)
+        rows = x.reshape(-1, x.shape[-1])  # [N, in]
+        if self.bias is None:
+            y = torch.mm(w, rows.t())  # [out, N]
+        else:
+            y = torch.addmm(self.bias.unsqueeze(1), w, rows.t())
+        return y.t().reshape(*x.shape[:-1], w.shape[0])
+
 
 def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """positions [T] -> [T, dim], laid out as cat[cos, sin] (audiocraft's ``create_sin_embedding``)."""
@@ -51,8 +75,8 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
-        self.in_proj = nn.Linear(dim, 3 * dim, bias=False)  # rows: q | k | v
-        self.out_proj = nn.Linear(dim, dim, bias=False)
+        self.in_proj = Linear(dim, 3 * dim, bias=False)  # rows: q | k | v
+        self.out_proj = Linear(dim, dim, bias=False)
         self.cache: KVCache | None = None
 
     def forward(self, x: torch.Tensor, start: int | None) -> torch.Tensor:
@@ -78,9 +102,9 @@ class CrossAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
-        self.q_proj = nn.Linear(dim, dim, bias=False)
-        self.kv_proj = nn.Linear(dim, 2 * dim, bias=False)  # rows: k | v
-        self.out_proj = nn.Linear(dim, dim, bias=False)
+        self.q_proj = Linear(dim, dim, bias=False)
+        self.kv_proj = Linear(dim, 2 * dim, bias=False)  # rows: k | v
+        self.out_proj = Linear(dim, dim, bias=False)
         self.cached_kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def source_kv(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,8 +131,8 @@ class CrossAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.linear1 = nn.Linear(dim, hidden, bias=False)
-        self.linear2 = nn.Linear(hidden, dim, bias=False)
+        self.linear1 = Linear(dim, hidden, bias=False)
+        self.linear2 = Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear2(F.gelu(self.linear1(x)))
@@ -140,7 +164,7 @@ class LMModel(nn.Module):
         self.emb = nn.ModuleList([nn.Embedding(cfg.card + 1, cfg.dim) for _ in range(cfg.n_q)])
         self.layers = nn.ModuleList([TransformerLayer(cfg) for _ in range(cfg.num_layers)])
         self.out_norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
-        self.heads = nn.ModuleList([nn.Linear(cfg.dim, cfg.card, bias=False) for _ in range(cfg.n_q)])
+        self.heads = nn.ModuleList([Linear(cfg.dim, cfg.card, bias=False) for _ in range(cfg.n_q)])
         self._positions: torch.Tensor | None = None  # [max_len, D] table while a cache is set up
         self._prefix_len = 0
 

@@ -31,7 +31,6 @@ class Int8Linear(nn.Module):
         scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)  # [out]
         q = torch.clamp(torch.round(w / scale[:, None]), -127, 127).to(torch.int8)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("weight_int8", q)
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
         self._packed = None
@@ -41,6 +40,17 @@ class Int8Linear(nn.Module):
                 zero = torch.zeros_like(scale, dtype=torch.long)
                 qw = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
                 self._packed = torch.ops.quantized.linear_prepack(qw, self.bias)
+        # with a packed copy it is the only one kept (int8 then costs a quarter of fp32, not half)
+        self.register_buffer("_int8", q if self._packed is None else None)
+
+    @property
+    def weight_int8(self) -> torch.Tensor:
+        """The int8 weights [out, in] (unpacked from the CPU kernel's layout when that is where they live)."""
+        if self._int8 is not None:
+            return self._int8
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.ops.quantized.linear_unpack(self._packed)[0].int_repr()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._packed is not None and x.device.type == "cpu":

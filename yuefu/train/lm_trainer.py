@@ -358,22 +358,39 @@ def _clip(params: list[nn.Parameter], max_norm: float) -> Tensor:
 def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, frames: int, pattern: CodebookPattern,
              cfg: LMTrainConfig, info: distributed.DistInfo, mcfg: MusicGenConfig,
              amp: torch.dtype | None) -> dict[str, float]:
-    """Cross-entropy and perplexity per codebook on fixed crops of the valid files (plain descriptions)."""
+    """Cross-entropy and perplexity per codebook on fixed crops of the valid files (plain descriptions).
+
+    ``text_gain`` is how much the text helps: the loss with each item's description swapped for another item's
+    (the batch rolled by one) minus the loss with its own. Near zero, the model ignores its prompt.
+    """
     dataset = TokenDataset(entries, cache, frames, seed=cfg.train.seed + 1, text=None)
     global_batch = cfg.data.batch_size // cfg.train.grad_accum  # what fits, as in training
     batches = common.valid_batches(len(entries), global_batch, max(1, cfg.log.valid_batches), info)
     ce_total = torch.zeros(mcfg.lm.n_q, device=info.device)
     count_total = torch.zeros(mcfg.lm.n_q, device=info.device)
+    swapped = torch.zeros(2, device=info.device)  # [summed CE with swapped texts, its count], batches of 2 or more
+    own = torch.zeros(2, device=info.device)  # the same with the items' own texts, on those batches
     for batch in common.loader(dataset, batches, collate_tokens, 0):
         codes, lengths = batch["codes"].to(info.device), batch["length"].to(info.device)
         seq = pattern.build(codes, mcfg.lm.special_token)
+        mask = target_mask(pattern, lengths)
+        texts = batch["text"]
         with optim.autocast(info.device, amp):
-            logits = model(seq[..., :-1], batch["text"])
-        ce, count = lm_loss(logits, seq, target_mask(pattern, lengths))
+            logits = model(seq[..., :-1], texts)
+        ce, count = lm_loss(logits, seq, mask)
         ce_total += ce
         count_total += count
+        if len(texts) > 1:
+            with optim.autocast(info.device, amp):
+                logits = model(seq[..., :-1], texts[1:] + texts[:1])
+            ce_swapped, _ = lm_loss(logits, seq, mask)
+            swapped += torch.stack([ce_swapped.sum(), count.sum()])
+            own += torch.stack([ce.sum(), count.sum()])
     per_k = (distributed.all_reduce_sum(ce_total) / distributed.all_reduce_sum(count_total).clamp(min=1)).tolist()
     out = {"loss": sum(per_k) / len(per_k), "ppl": math.exp(sum(per_k) / len(per_k))}
+    swapped, own = distributed.all_reduce_sum(swapped), distributed.all_reduce_sum(own)
+    if own[1] > 0:
+        out["text_gain"] = ((swapped[0] - own[0]) / own[1]).item()
     for k, v in enumerate(per_k):
         out[f"ce_{k}"] = v
         out[f"ppl_{k}"] = math.exp(v)
