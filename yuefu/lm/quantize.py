@@ -69,7 +69,8 @@ def quantize_lm_int8(lm: nn.Module) -> nn.Module:
 
     The cross-attention key/value projection runs once per generation and stays in full precision.
     """
-    for module in list(lm.modules()):
+    # parents only: a list holding the old Linear modules too would keep every fp32 weight alive to the end
+    for module in [m for m in lm.modules() if not isinstance(m, nn.Linear)]:
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear) and child_name != "kv_proj":
                 setattr(module, child_name, Int8Linear(child))
