@@ -153,7 +153,9 @@ def test_validation_logs_per_codebook_cross_entropy_and_perplexity(tmp_path, t5_
     assert sorted(logged) == [2, 4]
     K = 4
     for m in logged.values():
-        assert set(m) == {"loss", "ppl", *(f"ce_{k}" for k in range(K)), *(f"ppl_{k}" for k in range(K))}
+        assert set(m) == {"loss", "ppl", "text_gain", *(f"ce_{k}" for k in range(K)), *(f"ppl_{k}" for k in range(K))}
+        # both valid clips have the same text, so swapping the texts between them changes nothing
+        assert abs(m.pop("text_gain")) < 1e-5
         assert all(math.isfinite(v) and v > 0 for v in m.values())
         for k in range(K):  # values are written with 6 significant digits
             assert math.isclose(m[f"ppl_{k}"], math.exp(m[f"ce_{k}"]), rel_tol=1e-4)
