@@ -79,7 +79,7 @@ def test_decode_linear_matches_float64(shape, bias):
         assert torch.allclose(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias), atol=1e-5)
 
 
-def test_int8_keeps_one_copy_of_the_weights(fp32, hf_dir):
+def test_int8_keeps_one_copy_of_the_weights(hf_dir):
     """On the CPU the int8 kernel's packed weights are the only copy (no int8 buffer beside them)."""
     from yuefu.lm.quantize import _x86_int8_available
 
