@@ -61,3 +61,35 @@ def test_corrupt_files_are_refused_in_one_line(tmp_path, case):
     with pytest.raises(CheckpointError) as e:
         read_safetensors(path)
     assert "\n" not in str(e.value)
+
+
+def test_a_lazy_read_gives_the_same_tensors_when_loaded(tmp_path):
+    from yuefu.checkpoints.safetensors_read import LazyTensor, cat, materialize
+
+    g = torch.Generator().manual_seed(1)
+    tensors = {"a": torch.randn(3, 5, generator=g), "b": torch.randn(2, 5, generator=g), "h": torch.randn(4).half(),
+               "empty": torch.zeros(0, 5)}
+    path = tmp_path / "m.safetensors"
+    save_file(tensors, str(path))
+    lazy = read_safetensors(path, lazy=True)
+    assert all(isinstance(v, LazyTensor) for v in lazy.values())
+    assert lazy["a"].shape == (3, 5) and lazy["h"].dtype == torch.float16
+    ref = load_file(str(path))
+    for k in ref:
+        assert torch.equal(materialize(lazy[k]), ref[k]), k
+    joined = cat([lazy["a"], lazy["b"], lazy["empty"]], dim=0)
+    assert isinstance(joined, LazyTensor) and joined.shape == (5, 5)
+    assert torch.equal(joined.load(), torch.cat([ref["a"], ref["b"]]))
+    assert torch.equal(cat([ref["a"], ref["b"]]), torch.cat([ref["a"], ref["b"]]))  # eager parts: plain cat
+
+
+def test_a_lazy_read_refuses_a_file_cut_after_its_header_was_read(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"a": torch.randn(64), "b": torch.randn(64)}, str(path))
+    lazy = read_safetensors(path, lazy=True)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        lazy["b"].load()
+    path.unlink()
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        lazy["a"].load()

@@ -92,6 +92,13 @@ def build_model_dir(size: str, root: Path) -> Path:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux: VmHWM (ru_maxrss would include the parent's size at fork)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -34,10 +34,13 @@ def detect_format(folder: str | os.PathLike) -> str:
                           "pytorch_model.bin, or state_dict.bin + compression_state_dict.bin)")
 
 
-def read_checkpoint(folder: str | os.PathLike) -> Checkpoint:
+def read_checkpoint(folder: str | os.PathLike, lazy: bool = False) -> Checkpoint:
+    """The checkpoint in ``folder``, in whichever format. ``lazy``: the LM's tensors may be
+    :class:`~yuefu.checkpoints.safetensors_read.LazyTensor` placeholders, read when loaded (safetensors files)."""
     fmt = detect_format(folder)
-    return {"yuefu": yuefu_format.read, "transformers": transformers_format.read,
-            "audiocraft": audiocraft_format.read}[fmt](folder)
+    if fmt == "audiocraft":
+        return audiocraft_format.read(folder)
+    return {"yuefu": yuefu_format.read, "transformers": transformers_format.read}[fmt](folder, lazy=lazy)
 
 
 def write_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, fmt: str = "yuefu") -> Path:

@@ -6,6 +6,10 @@ about 1 GB more peak memory for musicgen-small. Reading each tensor straight int
 checkpoint cost its size once. The header is validated before anything is allocated (known dtypes, offsets inside
 the file, sizes that match the shapes, no overlaps), so a corrupt or hostile file is refused in one line.
 
+``lazy=True`` validates the header and returns :class:`LazyTensor` placeholders (shape and dtype now, the bytes when
+``load()`` is called): a loader that converts or quantizes the LM one tensor at a time then never holds the whole
+file, so loading musicgen-small in int8 peaks near its int8 size instead of its fp32 size.
+
 The format: 8 bytes little-endian header length N, N bytes of JSON ``{name: {"dtype", "shape", "data_offsets":
 [begin, end]}, "__metadata__": {...}}``, then the data; offsets count from the first byte after the header.
 """
@@ -17,7 +21,9 @@ import math
 import os
 import struct
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,8 +37,42 @@ DTYPES = {
 MAX_HEADER = 100 * 1024 * 1024  # as the safetensors library
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """All tensors of ``path`` (CPU, contiguous, owned). Raises CheckpointError on any malformed file."""
+class LazyTensor:
+    """A checkpoint tensor not read yet: ``shape`` and ``dtype`` now, the data from ``load()`` (each call reads)."""
+
+    __slots__ = ("shape", "dtype", "_read")
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, read: Callable[[], torch.Tensor]):
+        self.shape, self.dtype, self._read = torch.Size(shape), dtype, read
+
+    def load(self) -> torch.Tensor:
+        return self._read()
+
+    def __repr__(self) -> str:
+        return f"LazyTensor({list(self.shape)}, {self.dtype})"
+
+
+def materialize(v: torch.Tensor | LazyTensor) -> torch.Tensor:
+    """The tensor itself: ``v`` if it is one, else what ``v.load()`` reads."""
+    return v.load() if isinstance(v, LazyTensor) else v
+
+
+def materialize_all(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    return {k: materialize(v) for k, v in sd.items()}
+
+
+def cat(parts: list[torch.Tensor | LazyTensor], dim: int = 0) -> torch.Tensor | LazyTensor:
+    """``torch.cat`` that stays lazy when any part is: the parts are read when the result is loaded."""
+    if not any(isinstance(p, LazyTensor) for p in parts):
+        return torch.cat(parts, dim)  # type: ignore[arg-type]
+    shape = list(parts[0].shape)
+    shape[dim] = sum(p.shape[dim] for p in parts)
+    return LazyTensor(tuple(shape), parts[0].dtype, lambda: torch.cat([materialize(p) for p in parts], dim))
+
+
+def read_safetensors(path: str | os.PathLike, lazy: bool = False) -> dict[str, Any]:
+    """All tensors of ``path`` (CPU, contiguous, owned), or with ``lazy`` :class:`LazyTensor` placeholders for
+    them. Raises CheckpointError on any malformed file (for a lazy read: the header now, the data at load)."""
     path = Path(path)
     if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
         from safetensors.torch import load_file
@@ -52,18 +92,38 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             except (ValueError, UnicodeDecodeError):
                 raise CheckpointError(f"{path}: corrupt safetensors header (not JSON)") from None
             entries = _check_header(header, size - 8 - n, path)
-            out: dict[str, torch.Tensor] = {}
+            if lazy:
+                return {name: LazyTensor(tuple(shape), dtype,
+                                         _reader(path, name, dtype, shape, 8 + n + begin, end - begin))
+                        for name, dtype, shape, begin, end in entries}
+            out: dict[str, Any] = {}
             for name, dtype, shape, begin, end in sorted(entries, key=lambda e: e[3]):
-                t = torch.empty(shape, dtype=dtype)
-                if end > begin:
-                    f.seek(8 + n + begin)
-                    view = memoryview(t.view(-1).view(torch.uint8).numpy())
-                    if f.readinto(view) != end - begin:
-                        raise CheckpointError(f"{path}: truncated (tensor {name!r} ends past the file)")
-                out[name] = t
+                out[name] = _read_into(f, path, name, dtype, shape, 8 + n + begin, end - begin)
             return out
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read weights ({e.strerror or e})") from None
+
+
+def _read_into(f: Any, path: Path, name: str, dtype: torch.dtype, shape: list[int], offset: int,
+               nbytes: int) -> torch.Tensor:
+    t = torch.empty(shape, dtype=dtype)
+    if nbytes:
+        f.seek(offset)
+        if f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy())) != nbytes:
+            raise CheckpointError(f"{path}: truncated (tensor {name!r} ends past the file)")
+    return t
+
+
+def _reader(path: Path, name: str, dtype: torch.dtype, shape: list[int], offset: int,
+            nbytes: int) -> Callable[[], torch.Tensor]:
+    def read() -> torch.Tensor:
+        try:
+            with path.open("rb") as f:
+                return _read_into(f, path, name, dtype, shape, offset, nbytes)
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot read weights ({e.strerror or e})") from None
+
+    return read
 
 
 def _check_header(header: object, data_size: int, path: Path) -> list[tuple[str, torch.dtype, list[int], int, int]]:

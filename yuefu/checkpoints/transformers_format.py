@@ -43,7 +43,8 @@ from yuefu.checkpoints.codec_keys import (
     codec_state_to_transformers,
 )
 from yuefu.checkpoints.safe_load import load_torch_pickle
-from yuefu.checkpoints.safetensors_read import read_safetensors
+from yuefu.checkpoints.safetensors_read import cat as lazy_cat
+from yuefu.checkpoints.safetensors_read import materialize_all, read_safetensors
 from yuefu.config import LMConfig, MusicGenConfig, TextConfig
 from yuefu.errors import CheckpointError, ModelNotFoundError
 
@@ -237,10 +238,10 @@ def lm_state_from_transformers(sd: StateDict) -> StateDict:
         p = f"decoder.model.decoder.layers.{i}."
         names = [f"{p}self_attn.{x}.weight" for x in _QKV]
         if all(n in sd for n in names):
-            out[f"layers.{i}.self_attn.in_proj.weight"] = torch.cat([sd.pop(n) for n in names], dim=0)
+            out[f"layers.{i}.self_attn.in_proj.weight"] = lazy_cat([sd.pop(n) for n in names], dim=0)
         if f"{p}encoder_attn.q_proj.weight" in sd:
             out[f"layers.{i}.cross_attention.q_proj.weight"] = sd.pop(f"{p}encoder_attn.q_proj.weight")
-            out[f"layers.{i}.cross_attention.kv_proj.weight"] = torch.cat(
+            out[f"layers.{i}.cross_attention.kv_proj.weight"] = lazy_cat(
                 [sd.pop(f"{p}encoder_attn.k_proj.weight"), sd.pop(f"{p}encoder_attn.v_proj.weight")], dim=0)
     sd.pop("decoder.model.decoder.embed_positions.weights", None)  # a fixed sinusoid table, recomputed
     out.update(rename_keys(sd, _LM_RULES, "transformers decoder weights"))
@@ -282,9 +283,13 @@ def lm_state_to_transformers(sd: StateDict) -> StateDict:
     return out
 
 
-def read_weights(folder: Path) -> StateDict:
-    """All tensors of a transformers checkpoint folder: safetensors or torch bin, single or sharded."""
-    for single, index, loader in (("model.safetensors", "model.safetensors.index.json", read_safetensors),
+def read_weights(folder: Path, lazy: bool = False) -> StateDict:
+    """All tensors of a transformers checkpoint folder: safetensors or torch bin, single or sharded. With ``lazy``
+    safetensors entries are :class:`LazyTensor` placeholders (torch bin files are read whole)."""
+    def read_st(path: str) -> StateDict:
+        return read_safetensors(path, lazy=lazy)
+
+    for single, index, loader in (("model.safetensors", "model.safetensors.index.json", read_st),
                                   ("pytorch_model.bin", "pytorch_model.bin.index.json", load_torch_pickle)):
         if (folder / single).exists():
             return _load_file(loader, folder / single)
@@ -314,15 +319,17 @@ def _load_file(loader: Any, path: Path) -> StateDict:
     return sd
 
 
-def read(folder: str | os.PathLike) -> Checkpoint:
+def read(folder: str | os.PathLike, lazy: bool = False) -> Checkpoint:
+    """The checkpoint in ``folder``; with ``lazy`` the LM's tensors stay :class:`LazyTensor` placeholders."""
     folder = Path(folder)
     try:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{folder / 'config.json'}: cannot read ({e.__class__.__name__})") from None
     config = config_from_transformers(cfg)
-    sd = read_weights(folder)
+    sd = read_weights(folder, lazy)
     lm = lm_state_from_transformers({k: v for k, v in sd.items() if k.startswith("decoder.")})
+    sd = materialize_all({k: v for k, v in sd.items() if not k.startswith("decoder.")})
     text_proj = split_prefix(sd, "enc_to_dec_proj.")
     codec = codec_state_from_transformers(split_prefix(sd, "audio_encoder."))
     text_encoder = split_prefix(sd, "text_encoder.")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from yuefu.checkpoints.bundle import Checkpoint, StateDict, split_prefix
+from yuefu.checkpoints.safetensors_read import materialize
 from yuefu.checkpoints.transformers_format import TOKENIZER_FILES, read_weights
 from yuefu.config import MusicGenConfig
 from yuefu.errors import CheckpointError
@@ -22,7 +23,8 @@ def is_yuefu(cfg: dict[str, Any]) -> bool:
     return cfg.get("format") == FORMAT
 
 
-def read(folder: str | os.PathLike) -> Checkpoint:
+def read(folder: str | os.PathLike, lazy: bool = False) -> Checkpoint:
+    """The checkpoint in ``folder``; with ``lazy`` the LM's tensors stay :class:`LazyTensor` placeholders."""
     folder = Path(folder)
     try:
         meta = json.loads((folder / "config.json").read_text())
@@ -34,7 +36,8 @@ def read(folder: str | os.PathLike) -> Checkpoint:
         config.text.name = str(folder / name)  # a text encoder shipped inside the model folder
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise CheckpointError(f"{folder}: written by a newer yuefu (format {meta['format_version']})")
-    sd = read_weights(folder)
+    sd = read_weights(folder, lazy)
+    sd = {k: v if k.startswith("lm.") else materialize(v) for k, v in sd.items()}
     has_tok = any((folder / f).exists() for f in TOKENIZER_FILES)
     return Checkpoint(config=config, lm=split_prefix(sd, "lm."), text_proj=split_prefix(sd, "text.output_proj."),
                       codec=split_prefix(sd, "codec.") or None, text_encoder=split_prefix(sd, "text.encoder.") or None,

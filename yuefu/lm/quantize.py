@@ -64,15 +64,19 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
-def quantize_lm_int8(lm: nn.Module) -> nn.Module:
-    """Swap the linear layers used at every step (attention, cross-attention queries, FFN, heads) for int8.
+def quantizes(name: str, module: nn.Module) -> bool:
+    """Whether int8 applies to this child module: the linear layers used at every step (attention,
+    cross-attention queries, FFN, heads). The cross-attention key/value projection runs once per generation and
+    stays in full precision."""
+    return isinstance(module, nn.Linear) and name != "kv_proj"
 
-    The cross-attention key/value projection runs once per generation and stays in full precision.
-    """
+
+def quantize_lm_int8(lm: nn.Module) -> nn.Module:
+    """Swap the linear layers that :func:`quantizes` names for :class:`Int8Linear`."""
     # parents only: a list holding the old Linear modules too would keep every fp32 weight alive to the end
     for module in [m for m in lm.modules() if not isinstance(m, nn.Linear)]:
         for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear) and child_name != "kv_proj":
+            if quantizes(child_name, child):
                 setattr(module, child_name, Int8Linear(child))
     lm.quantized = "int8"
     return lm

@@ -58,6 +58,17 @@ def build_codec(cfg: CodecTrainConfig, source: str = "config") -> CompressionMod
                                               threshold_ema_dead_code=q.threshold_ema_dead_code)
     if weights is not None:
         model.load_state_dict(weights)
+    for part in cfg.model.freeze:
+        getattr(model, part).requires_grad_(False)
+    return model
+
+
+def set_training(model: CompressionModel, frozen: list[str]) -> CompressionModel:
+    """Training mode, except for the frozen parts: a frozen quantizer in eval mode keeps its codebooks (no EMA
+    update, no dead-code replacement), so the codes stay the ones the original codec produced."""
+    model.train()
+    for part in frozen:
+        getattr(model, part).eval()
     return model
 
 
@@ -80,7 +91,8 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
     run_dir, resume_state = common.setup(cfg, info, resume)
     dev = info.device
     say = print if info.is_main else (lambda _m: None)
-    model = build_codec(cfg, source).to(dev).train()
+    frozen = list(cfg.model.freeze)
+    model = set_training(build_codec(cfg, source).to(dev), frozen)
     d = cfg.discriminator
     disc = MultiScaleSTFTDiscriminator(d.filters, model.channels, d.n_ffts, d.hop_lengths, d.win_lengths).to(dev)
     sr = model.sample_rate
@@ -121,6 +133,9 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
             ema.load_state_dict(resume_state["ema"])
         common.restore_rng(resume_state, info, say)
         start, skipped_total = int(resume_state["step"]), int(resume_state.get("skipped", 0))
+    if frozen:
+        say(f"codec: {', '.join(frozen)} frozen; training {count_parameters(model):,} of "
+            f"{count_parameters(model, trainable=False):,} parameters")
     say(f"codec: {count_parameters(model):,} parameters, discriminator {count_parameters(disc):,}; "
         f"{len(train_entries)} train / {len(valid_entries)} valid files; global batch {cfg.data.batch_size} on "
         f"{info.world} process(es), {dev}")
@@ -174,7 +189,7 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_norm or float("inf"))
             opt.step()
             sched.step()
-            if info.distributed:
+            if info.distributed and "quantizer" not in frozen:
                 sync_codebooks(model, fresh)
             step += 1
             if ema is not None and step % cfg.ema.every == 0:
@@ -191,11 +206,13 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
             final = step == cfg.train.max_steps
             if valid_entries and (final or (cfg.log.valid_every and step % cfg.log.valid_every == 0)):
                 vm = validate(model, valid_entries, cfg, info)
+                set_training(model, frozen)
                 logger.scalars(step, "valid", vm)
                 logger.write(f"step {step} valid: {format_metrics(vm)}")
             every = cfg.log.samples_every
             if cfg.log.num_samples and every >= 0 and (final or (every and step % every == 0)):
                 _samples(logger, step, model, valid_entries or train_entries, cfg)
+                set_training(model, frozen)
             stopping = stop.check()
             if final or stopping or step % cfg.checkpoint.every == 0:
                 folder = _save(run_dir, step, cfg, info, model, disc, opt, opt_d, sched, balancer, ema, skips.total)

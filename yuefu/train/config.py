@@ -97,6 +97,9 @@ class QuantizerTrainConfig:
 @dataclass
 class CodecModelConfig:
     init_from: str | None = None  # a codec folder written by ``yuefu train codec``, to fine-tune
+    # parts kept fixed while fine-tuning (encoder, quantizer, decoder): freezing encoder and quantizer trains the
+    # decoder alone, so the codes - and any LM trained on them - stay valid
+    freeze: list[str] = field(default_factory=list)
     codec: CodecConfig = field(default_factory=CodecConfig)
     quantizer: QuantizerTrainConfig = field(default_factory=QuantizerTrainConfig)
 
@@ -429,6 +432,20 @@ def _check_lm_model(c: LMModelConfig) -> tuple[str, str] | None:
     return None
 
 
+CODEC_PARTS = ("encoder", "quantizer", "decoder")
+
+
+def _check_codec_model(c: CodecModelConfig) -> tuple[str, str] | None:
+    bad = [p for p in c.freeze if p not in CODEC_PARTS]
+    if bad:
+        return "freeze", f"unknown part {bad[0]!r} (known: {', '.join(CODEC_PARTS)})"
+    if c.freeze and c.init_from is None:
+        return "freeze", "needs model.init_from (freezing parts of a codec trained from scratch leaves them random)"
+    if set(c.freeze) == set(CODEC_PARTS):
+        return "freeze", "leaves nothing to train"
+    return None
+
+
 def _check_run_dir(c: Any) -> tuple[str, str] | None:
     if not c.run_dir:
         return "run_dir", "is required (the folder for checkpoints, logs and samples)"
@@ -439,6 +456,7 @@ _CHECKS: dict[type, Any] = {
     DataConfig: _check_data, LMDataConfig: _check_lm_data, OptimConfig: _check_optim, RunConfig: _check_run,
     EMAConfig: _check_ema, CheckpointConfig: _check_checkpoint, LogConfig: _check_log,
     DiscriminatorConfig: _check_disc, LoRAConfig: _check_lora, LMModelConfig: _check_lm_model,
+    CodecModelConfig: _check_codec_model,
     CodecTrainConfig: _check_run_dir, LMTrainConfig: _check_run_dir,
 }
 
