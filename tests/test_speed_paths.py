@@ -152,3 +152,20 @@ def test_an_int8_load_never_holds_the_fp32_weights(hf_dir, tokenizer, tmp_path):
     grew = r["peak"] - r["before"]
     print(f"int8 load of a {fp32_mb:.0f} MB fp32 LM: peak grew by {grew:.0f} MB")
     assert grew < 0.6 * fp32_mb, (grew, fp32_mb)
+
+
+def test_fast_modes_decode_in_bf16_close_to_fp32(fp32, hf_dir):
+    """dtype/quantize also run the codec decoder under bf16 autocast: close to the fp32 decode (the reference),
+    not equal to it; the plain model decodes in fp32, exactly as the codec itself."""
+    q = yuefu.MusicGen.from_pretrained(str(hf_dir), device="cpu", quantize="int8")
+    assert fp32.codec_dtype is None and q.codec_dtype == torch.bfloat16
+    torch.manual_seed(0)
+    codes = torch.randint(0, 2048, (1, 4, 50))
+    with torch.inference_mode():
+        ref = fp32.compression_model.decode(codes)
+        assert torch.equal(fp32.decode_tokens(codes), ref)
+        got = q.decode_tokens(codes)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    rel = ((got - ref).pow(2).mean() / ref.pow(2).mean()).sqrt().item()
+    print(f"bf16 decode: relative RMS error {rel:.2e}")
+    assert 0 < rel < 0.03

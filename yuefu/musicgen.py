@@ -81,6 +81,9 @@ class MusicGen:
         self._progress_callback: ProgressCallback | None = None
         self.normalize_prompts = True  # translate Chinese music vocabulary before the English-only text encoder
         self.last_prompts_used: list[str | None] = []
+        # autocast dtype of the codec decoder; from_pretrained sets bfloat16 for the fast modes (dtype=bf16/fp16 or
+        # quantize="int8"): 2.2x faster on the CPU, -44 dB from the float32 decode (benchmarks/README.md)
+        self.codec_dtype: torch.dtype | None = None
 
     # --- loading ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -141,7 +144,11 @@ class MusicGen:
             melody_proj = torch.nn.Linear(cfg.num_chroma, cfg.lm.dim)
             _load(melody_proj, ckpt.melody_proj or {}, "melody (chroma) projection")
             melody_proj.to(device)
-        return cls(name or cfg.name, codec.to(device), lm, conditioner, cfg, melody_proj)
+        model = cls(name or cfg.name, codec.to(device), lm, conditioner, cfg, melody_proj)
+        lm_dtype = _dtype(dtype)
+        if quantize is not None or lm_dtype in (torch.bfloat16, torch.float16):
+            model.codec_dtype = torch.bfloat16 if device.type == "cpu" or lm_dtype is None else lm_dtype
+        return model
 
     def to_checkpoint(self) -> Checkpoint:
         """The model's weights in our module names."""
@@ -565,7 +572,13 @@ class MusicGen:
         return out
 
     def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """One-shot decode of tokens [B, K, frames]."""
+        """One-shot decode of tokens [B, K, frames] (under autocast to ``codec_dtype`` when set), float32 out."""
+        if self.codec_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.codec_dtype):
+                return self._decode_plain(tokens).float()
+        return self._decode_plain(tokens)
+
+    def _decode_plain(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.audio_channels == 2:
             left = self.compression_model.decode(tokens[:, 0::2])
             right = self.compression_model.decode(tokens[:, 1::2])
