@@ -140,6 +140,7 @@ def worker(impl: str, model_dir: str, seconds: float, batch: int, device: str) -
 
         run(25)
         total = run(frames)
+        out["peak_rss_mb"] = _peak_rss_mb()  # load + generation + decode, before anything else runs
         decode_s = caught["decode_s"]
     else:
         from yuefu.musicgen import MusicGen
@@ -163,6 +164,7 @@ def worker(impl: str, model_dir: str, seconds: float, batch: int, device: str) -
 
         run(25)
         total, decode_s = run(frames)
+        out["peak_rss_mb"] = _peak_rss_mb()  # load + generation + decode, as for transformers
         # codec speed on 10 s of audio
         wav = torch.randn(1, 1, 320000, device=device) * 0.1
         with torch.inference_mode():
@@ -183,7 +185,6 @@ def worker(impl: str, model_dir: str, seconds: float, batch: int, device: str) -
     out["decode_s"] = decode_s
     out["total_s"] = total
     out["rtf"] = total / seconds
-    out["peak_rss_mb"] = _peak_rss_mb()
     return out
 
 

@@ -86,6 +86,9 @@ class PaddedConv1d(nn.Module):
         else:
             right = self.padding_total // 2
             left = self.padding_total - right
+        if self.pad_mode == "constant" and left == right + extra:  # zero padding the convolution does itself:
+            c = self.conv  # no padded copy of the input (an 82 MB buffer per 10 s at 64 channels, 32 kHz)
+            return F.conv1d(x, c.weight, c.bias, c.stride, left, c.dilation, c.groups)
         return self.conv(pad1d(x, left, right + extra, self.pad_mode))
 
 
@@ -116,6 +119,21 @@ class PaddedConvTranspose1d(nn.Module):
         return y[..., self.trim_left : y.shape[-1] - self.trim_right]
 
 
+class ELU(nn.ELU):
+    """``nn.ELU`` that, when no gradient is recorded, overwrites its input: every place the codec uses it but the
+    residual branch (whose input the shortcut still needs) passes a tensor nothing reads again. In inference this
+    saves an activation-sized buffer per use (at 32 kHz, 82 MB per 10 s of audio at 64 channels)."""
+
+    def __init__(self, alpha: float, overwrite: bool = True):
+        super().__init__(alpha)
+        self.overwrite = overwrite
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.overwrite and not torch.is_grad_enabled():
+            return F.elu_(x, self.alpha)
+        return F.elu(x, self.alpha)
+
+
 class ResidualBlock(nn.Module):
     """SEANet residual unit: x + conv1x1(ELU(conv_k,dilated(ELU(x)))) with a dim // compress bottleneck.
 
@@ -127,9 +145,9 @@ class ResidualBlock(nn.Module):
         conv = partial(PaddedConv1d, causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm)
         hidden = dim // cfg.compress
         self.block = nn.Sequential(
-            nn.ELU(cfg.activation_alpha),
+            ELU(cfg.activation_alpha, overwrite=False),  # x is the shortcut's too
             conv(dim, hidden, cfg.residual_kernel_size, dilation=dilation),
-            nn.ELU(cfg.activation_alpha),
+            ELU(cfg.activation_alpha),
             conv(hidden, dim, 1),
         )
         self.shortcut = nn.Identity() if cfg.true_skip else conv(dim, dim, 1)
@@ -167,11 +185,11 @@ class SEANetEncoder(nn.Module):
         layers: list[nn.Module] = [conv(cfg.channels, width, cfg.kernel_size)]
         for ratio in reversed(cfg.ratios):
             layers += [ResidualBlock(width, cfg.dilation_base**j, cfg) for j in range(cfg.n_residual_layers)]
-            layers += [nn.ELU(cfg.activation_alpha), conv(width, 2 * width, 2 * ratio, stride=ratio)]
+            layers += [ELU(cfg.activation_alpha), conv(width, 2 * width, 2 * ratio, stride=ratio)]
             width *= 2
         if cfg.lstm:
             layers.append(LSTMBlock(width, cfg.lstm))
-        layers += [nn.ELU(cfg.activation_alpha), conv(width, cfg.dimension, cfg.last_kernel_size)]
+        layers += [ELU(cfg.activation_alpha), conv(width, cfg.dimension, cfg.last_kernel_size)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, wav: Tensor) -> Tensor:
@@ -191,13 +209,13 @@ class SEANetDecoder(nn.Module):
             layers.append(LSTMBlock(width, cfg.lstm))
         for ratio in cfg.ratios:
             layers += [
-                nn.ELU(cfg.activation_alpha),
+                ELU(cfg.activation_alpha),
                 PaddedConvTranspose1d(width, width // 2, 2 * ratio, ratio, causal=cfg.causal, norm=cfg.norm,
                                       trim_right_ratio=cfg.trim_right_ratio),
             ]
             width //= 2
             layers += [ResidualBlock(width, cfg.dilation_base**j, cfg) for j in range(cfg.n_residual_layers)]
-        layers += [nn.ELU(cfg.activation_alpha), conv(width, cfg.channels, cfg.last_kernel_size)]
+        layers += [ELU(cfg.activation_alpha), conv(width, cfg.channels, cfg.last_kernel_size)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, emb: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ import torch
 from yuefu.generation.sampling import SamplingParams, sample_next_token
 from yuefu.lm.model import LMModel
 from yuefu.lm.patterns import CodebookPattern
+from yuefu.memory import release_free_memory
 
 ProgressCallback = Callable[[int, int], None]  # (generated_steps, total_steps)
 
@@ -106,6 +107,7 @@ def iter_generate(lm: LMModel, pattern: CodebookPattern, conditions: Conditions,
             yield StepState(step=s, sequence=seq, frames_done=frames_done)
     finally:
         lm.clear_cache()
+        release_free_memory()  # the cache's pages, before the codec decode needs its own
 
 
 def generate_tokens(lm: LMModel, pattern: CodebookPattern, conditions: Conditions, batch_size: int,
