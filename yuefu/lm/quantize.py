@@ -18,6 +18,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _vnni() -> bool:
+    """AVX512-VNNI: fbgemm then accumulates u8 x s8 products in int32, so activations may use all 8 bits."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512_vnni" in line for line in f)
+    except OSError:
+        return False
+
+
+# Without VNNI fbgemm's AVX2 kernel sums pairs of u8 x s8 products in int16, which saturates unless activations
+# are reduced to 7 bits. With full 8 bits, yuefu-mini's int8 agreement with fp32 rises from 82% to 90% of
+# teacher-forced top-1 tokens (KL 0.041 -> 0.012 nats), measured with benchmarks/quality.py.
+REDUCE_RANGE = not _vnni()
+
+
 def _x86_int8_available() -> bool:
     return "x86" in torch.backends.quantized.supported_engines or "fbgemm" in torch.backends.quantized.supported_engines
 
@@ -52,10 +67,10 @@ class Int8Linear(nn.Module):
             warnings.simplefilter("ignore")
             return torch.ops.quantized.linear_unpack(self._packed)[0].int_repr()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
         if self._packed is not None and x.device.type == "cpu":
             shape = x.shape
-            y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float(), self._packed, True)
+            y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float(), self._packed, REDUCE_RANGE)
             return y.view(*shape[:-1], self.out_features).to(x.dtype)
         w = self.weight_int8.to(x.dtype) * self.scale.to(x.dtype)[:, None]
         return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
