@@ -134,8 +134,8 @@ print(json.dumps({"before": before, "peak": hwm / 1024}))
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
 def test_an_int8_load_never_holds_the_fp32_weights(hf_dir, tokenizer, tmp_path):
     """Loading an LM of 42M parameters (168 MB in fp32) in int8 raises the process's peak memory by well under its
-    fp32 size: the checkpoint is never resident whole (measured: 87 MB, about the int8 model; 195 MB when the
-    file was read at once)."""
+    fp32 size: the checkpoint is never resident whole (measured: 87-106 MB, about the int8 model plus allocator
+    slack; 195 MB when the file was read at once, which holds all 170 MB of it)."""
     import json
     import subprocess
     import sys
@@ -151,7 +151,7 @@ def test_an_int8_load_never_holds_the_fp32_weights(hf_dir, tokenizer, tmp_path):
     r = json.loads(out.stdout.strip().splitlines()[-1])
     grew = r["peak"] - r["before"]
     print(f"int8 load of a {fp32_mb:.0f} MB fp32 LM: peak grew by {grew:.0f} MB")
-    assert grew < 0.6 * fp32_mb, (grew, fp32_mb)
+    assert grew < 0.8 * fp32_mb, (grew, fp32_mb)  # a whole-file read cannot pass: the file alone is 1.06x
 
 
 def test_fast_modes_decode_in_bf16_close_to_fp32(fp32, hf_dir):
