@@ -83,7 +83,7 @@ class MusicGen:
         self.normalize_prompts = True  # translate Chinese music vocabulary before the English-only text encoder
         self.last_prompts_used: list[str | None] = []
         # autocast dtype of the codec decoder; from_pretrained sets bfloat16 for the fast modes (dtype=bf16/fp16 or
-        # quantize="int8"): 2.2x faster on the CPU, -44 dB from the float32 decode (benchmarks/README.md)
+        # quantize="int8"): 2.2x faster on the CPU, -44 dB from the float32 decode (README, "Performance")
         self.codec_dtype: torch.dtype | None = None
 
     # --- loading ---------------------------------------------------------------------------------------------------
