@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import hf_greedy_generate
+from tiny import hf_greedy_generate, sentence_checkpoint
 
 import yuefu
 from yuefu.checkpoints import read_checkpoint, write_checkpoint
@@ -27,14 +27,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 @pytest.fixture(scope="module")
 def model(hf_dir, tmp_path_factory) -> yuefu.MusicGen:
     """The tiny test MusicGen with its T5 replaced by MiniLM (384 wide) and a random projection into the LM."""
-    ckpt = read_checkpoint(hf_dir)
-    text = ckpt.config.text
-    text.kind, text.name, text.encoder_dim, text.encoder_config = "sentence", MINILM, 384, None
-    ckpt.config.max_duration = 10.0
-    gen = torch.Generator().manual_seed(7)
-    ckpt.text_proj = {"weight": torch.randn(ckpt.config.lm.dim, 384, generator=gen) * 0.2,
-                      "bias": torch.randn(ckpt.config.lm.dim, generator=gen) * 0.1}
-    ckpt.text_encoder, ckpt.tokenizer_dir = None, None
+    ckpt = sentence_checkpoint(hf_dir)
     folder = write_checkpoint(ckpt, tmp_path_factory.mktemp("sentence") / "model", "yuefu")
     return yuefu.MusicGen.from_pretrained(str(folder), device="cpu")
 
@@ -196,3 +189,26 @@ def test_t5_models_still_export_their_t5(hf_dir, tmp_path):
     written = json.loads((out / "config.json").read_text())["text_encoder"]
     assert written == json.loads((hf_dir / "config.json").read_text())["text_encoder"]
     assert read_checkpoint(out).config.text.kind == "t5"
+
+
+def test_a_tempo_model_exports_without_its_token_and_agrees_on_prompts_without_a_tempo(model, tmp_path):
+    """transformers' MusicGen has no tempo input: the export drops the token (with a warning), and for a prompt
+    that states no BPM transformers then generates exactly what the tempo model does."""
+    from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+    ckpt = model.to_checkpoint()
+    ckpt.config.text.tempo = True
+    gen = torch.Generator().manual_seed(5)
+    ckpt.tempo_proj = {"linear.weight": torch.randn(model.config.lm.dim, 17, generator=gen),
+                       "linear.bias": torch.randn(model.config.lm.dim, generator=gen)}
+    tempo_model = yuefu.MusicGen.from_pretrained(str(write_checkpoint(ckpt, tmp_path / "tempo")), device="cpu")
+    with pytest.warns(UserWarning, match="no tempo condition"):
+        out = tempo_model.save_pretrained(tmp_path / "tf", format="transformers")
+    hf = MusicgenForConditionalGeneration.from_pretrained(str(out)).eval()
+    frames = 30
+    ref, _ = hf_greedy(hf, AutoTokenizer.from_pretrained(str(out)), [PROMPT], frames)
+    ours, _ = yuefu_greedy(tempo_model, [PROMPT], frames)
+    assert torch.equal(ours, ref)
+    with_tempo, _ = yuefu_greedy(tempo_model, [PROMPT + " at 140 BPM"], frames)
+    plain, _ = yuefu_greedy(model, [PROMPT + " at 140 BPM"], frames)
+    assert not torch.equal(with_tempo, plain)  # the token is what yuefu has beyond the export

@@ -226,3 +226,32 @@ def test_shipped_example_configs_are_valid():
     assert len(found) >= 3
     for path in found:
         load_config(path, kinds[path.stem.split("-")[0]])
+
+
+def test_tempo_token_trains_and_ships_with_the_model(tmp_path, t5_dir):
+    """``model.tempo: true``: the projection of the tempo token is trained (it gets a gradient exactly when a text
+    states a BPM), saved, and loaded back; the loaded conditioner appends the token."""
+    from yuefu.musicgen import MusicGen
+    from yuefu.train.lm_trainer import LMTrainModule, build_models
+
+    data = tmp_path / "data"
+    make_noise_clips(data, ["noise at 80 BPM", "noise at 160 BPM"])
+    codec = make_codec(tmp_path / "codec")
+    cfg = from_dict(LMTrainConfig, lm_config(tmp_path / "run", data, codec, t5_dir,
+                                             **{"model.tempo": True, "data.cond_dropout": 0.0}))
+    built = build_models(cfg)
+    module = LMTrainModule(built.lm, built.conditioner)
+    assert any(p is module.tempo_proj.linear.weight for p in module.parameters())  # what the optimizer updates
+    codes = torch.randint(0, 32, (2, 4, 12))
+    for texts, moved in ((["noise", "noise"], False), (["noise at 80 BPM", "noise"], True)):
+        module.zero_grad()
+        module(codes, texts).logsumexp(-1).mean().backward()
+        grad = module.tempo_proj.linear.weight.grad
+        assert grad is not None and bool(grad.abs().sum() > 0) == moved
+
+    out = train_lm(cfg)
+    model = MusicGen.from_pretrained(str(out), device="cpu")
+    assert model.config.text.tempo and model.conditioner.tempo_proj.linear.weight.abs().sum() > 0
+    with torch.no_grad():
+        cond, mask = model.conditioner(["noise at 80 BPM"])
+    assert cond.shape[1] == model.conditioner.encode_text(["noise at 80 BPM"])[1].shape[1] + 1 and mask[0, -1] == 1

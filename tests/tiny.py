@@ -169,3 +169,20 @@ def hf_greedy_generate(hf_model, inputs: dict, frames: int, cfg: float = 3.0):
     finally:
         hf_model.audio_encoder.decode = decode
     return caught["codes"][0], audio
+
+
+def sentence_checkpoint(hf_dir: Path, seed: int = 7):
+    """The tiny test MusicGen (yuefu Checkpoint) with its T5 replaced by all-MiniLM-L6-v2 (384 wide, yuefu-mini's
+    kind of text encoder) and a random projection into the LM."""
+    from yuefu.checkpoints import read_checkpoint
+
+    ckpt = read_checkpoint(hf_dir)
+    text = ckpt.config.text
+    text.kind, text.name = "sentence", "sentence-transformers/all-MiniLM-L6-v2"
+    text.encoder_dim, text.encoder_config = 384, None
+    ckpt.config.max_duration = 10.0
+    gen = torch.Generator().manual_seed(seed)
+    ckpt.text_proj = {"weight": torch.randn(ckpt.config.lm.dim, 384, generator=gen) * 0.2,
+                      "bias": torch.randn(ckpt.config.lm.dim, generator=gen) * 0.1}
+    ckpt.text_encoder, ckpt.tokenizer_dir = None, None
+    return ckpt

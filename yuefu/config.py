@@ -81,6 +81,7 @@ class TextConfig:
     encoder_dim: int = 768
     # A transformers T5Config as a dict when the encoder weights ship inside the checkpoint (transformers format).
     encoder_config: dict[str, Any] | None = None
+    tempo: bool = False  # a tempo token: the BPM a text states, after the text's tokens (yuefu.conditioners.tempo)
 
 
 @dataclass

@@ -139,6 +139,8 @@ class MusicGen:
         if consume:
             ckpt.text_encoder = None
         _load(conditioner.output_proj, ckpt.text_proj, "text projection")
+        if cfg.text.tempo:
+            _load(conditioner.add_tempo(), ckpt.tempo_proj or {}, "tempo projection")
         conditioner.to(device)
         melody_proj = None
         if cfg.melody:
@@ -174,7 +176,9 @@ class MusicGen:
             codec={k: v.cpu() for k, v in self.compression_model.state_dict().items()},
             text_encoder=text_encoder, tokenizer_dir=tok_dir, source_format="yuefu",
             melody_proj=None if self.melody_proj is None else {
-                k: v.cpu() for k, v in self.melody_proj.state_dict().items()})
+                k: v.cpu() for k, v in self.melody_proj.state_dict().items()},
+            tempo_proj=None if self.conditioner.tempo_proj is None else {
+                k: v.cpu() for k, v in self.conditioner.tempo_proj.state_dict().items()})
 
     def save_pretrained(self, folder: str | os.PathLike, format: str = "yuefu") -> Path:
         """Write safetensors + config (``format``: yuefu, transformers or audiocraft), atomically."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 from yuefu.atomic import atomic_folder
@@ -50,6 +53,12 @@ def write_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, fmt: str = "yu
     folder = Path(folder).expanduser()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise CheckpointError(f"{folder}: exists and is not an empty folder")
+    if fmt != "yuefu" and ckpt.config.text.tempo:
+        # transformers' and audiocraft's MusicGen have no tempo input: the written model is this one without its
+        # tempo token, which generates the same for prompts that state no tempo
+        warnings.warn(f"the {fmt} format has no tempo condition: the model is written without it", stacklevel=3)
+        ckpt = dataclasses.replace(ckpt, config=copy.deepcopy(ckpt.config), tempo_proj=None)
+        ckpt.config.text.tempo = False
     try:
         with atomic_folder(folder) as tmp:
             if fmt == "yuefu":

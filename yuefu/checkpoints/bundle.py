@@ -30,6 +30,7 @@ class Checkpoint:
     source_format: str = ""
     extra: dict[str, Any] | None = None
     melody_proj: StateDict | None = None  # {weight, bias}: chroma bins -> LM dim (melody models only)
+    tempo_proj: StateDict | None = None  # TempoEmbedding keys (models with config.text.tempo only)
 
 
 Rule = tuple[str, str]  # (regex over the full key, replacement)

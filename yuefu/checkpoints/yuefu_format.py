@@ -1,6 +1,6 @@
 """yuefu's own format: ``config.json`` (``{"format": "yuefu", "config": ...}``) + ``model.safetensors`` with keys
-``lm.*``, ``codec.*``, ``text.output_proj.*``, ``melody.output_proj.*`` (melody models) and, when the text encoder
-ships inside, ``text.encoder.*``; tokenizer files beside them."""
+``lm.*``, ``codec.*``, ``text.output_proj.*``, ``melody.output_proj.*`` (melody models), ``text.tempo_proj.*``
+(tempo models) and, when the text encoder ships inside, ``text.encoder.*``; tokenizer files beside them."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def read(folder: str | os.PathLike, lazy: bool = False) -> Checkpoint:
     return Checkpoint(config=config, lm=split_prefix(sd, "lm."), text_proj=split_prefix(sd, "text.output_proj."),
                       codec=split_prefix(sd, "codec.") or None, text_encoder=split_prefix(sd, "text.encoder.") or None,
                       tokenizer_dir=str(folder) if has_tok else None, source_format="yuefu",
-                      melody_proj=split_prefix(sd, "melody.output_proj.") or None)
+                      melody_proj=split_prefix(sd, "melody.output_proj.") or None,
+                      tempo_proj=split_prefix(sd, "text.tempo_proj.") or None)
 
 
 def write(ckpt: Checkpoint, folder: Path, extra_meta: dict[str, Any] | None = None) -> None:
@@ -52,7 +53,8 @@ def write(ckpt: Checkpoint, folder: Path, extra_meta: dict[str, Any] | None = No
         raise CheckpointError("no codec weights to write")
     sd: StateDict = {}
     for prefix, part in (("lm.", ckpt.lm), ("codec.", ckpt.codec), ("text.output_proj.", ckpt.text_proj),
-                         ("text.encoder.", ckpt.text_encoder or {}), ("melody.output_proj.", ckpt.melody_proj or {})):
+                         ("text.encoder.", ckpt.text_encoder or {}), ("melody.output_proj.", ckpt.melody_proj or {}),
+                         ("text.tempo_proj.", ckpt.tempo_proj or {})):
         sd.update({prefix + k: v.contiguous() for k, v in part.items()})
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **(extra_meta or {}), "config": ckpt.config.to_dict()}
     (folder / "config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))

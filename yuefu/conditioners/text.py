@@ -2,6 +2,7 @@
 
 As in audiocraft, ``None`` or ``""`` is the null condition: its row is all zeros (the projection's bias
 included), which is what classifier-free guidance's unconditional branch sees. Padded positions are zeroed too.
+Models with a tempo condition (:mod:`yuefu.conditioners.tempo`) append one token for the BPM a text states.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from yuefu.conditioners.tempo import TempoEmbedding, parse_bpm
+
 
 class TextConditioner(nn.Module):
     """texts -> (cond [B, L, dim], mask [B, L]). Subclasses implement ``encode_text``."""
@@ -18,6 +21,26 @@ class TextConditioner(nn.Module):
     def __init__(self, encoder_dim: int, dim: int):
         super().__init__()
         self.output_proj = nn.Linear(encoder_dim, dim)
+        self.tempo_proj: TempoEmbedding | None = None  # set by ``add_tempo`` (config ``text.tempo``)
+
+    def add_tempo(self) -> TempoEmbedding:
+        """Give the conditioner a tempo token (zero-initialised: outputs are unchanged until it is trained)."""
+        w = self.output_proj.weight
+        self.tempo_proj = TempoEmbedding(self.output_proj.out_features).to(device=w.device, dtype=w.dtype)
+        return self.tempo_proj
+
+    def tempos(self, texts: list[str | None]) -> list[float | None]:
+        """The BPM of each text that the tempo token carries (None: no token); all None without a tempo condition."""
+        if self.tempo_proj is None:
+            return [None] * len(texts)
+        return [parse_bpm(t) if t else None for t in texts]
+
+    def output_length(self, texts: list[str | None]) -> int:
+        """L of ``self(texts)`` [B, L, dim], without running the projection."""
+        if all(t is None or t == "" for t in texts):
+            return 1
+        length = self.encode_text([t or "" for t in texts])[1].shape[1]
+        return length + int(any(b is not None for b in self.tempos(texts)))
 
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """texts -> hidden states [B, L, encoder_dim] (float32), attention mask [B, L] (1 = token)."""
@@ -39,7 +62,14 @@ class TextConditioner(nn.Module):
         mask = mask.to(self.device).clone()
         mask[torch.tensor(null, device=self.device)] = 0
         cond = self.output_proj(hidden.to(self.device, dtype))  # [B, L, dim]
-        return cond * mask.unsqueeze(-1).to(dtype), mask
+        cond = cond * mask.unsqueeze(-1).to(dtype)
+        bpms = self.tempos(texts)
+        if self.tempo_proj is not None and any(b is not None for b in bpms):
+            has = torch.tensor([b is not None for b in bpms], device=self.device)  # [B]
+            tempo = self.tempo_proj(torch.tensor([b or 100.0 for b in bpms], device=self.device))  # [B, dim]
+            cond = torch.cat([cond, (tempo.to(dtype) * has.unsqueeze(-1).to(dtype)).unsqueeze(1)], dim=1)
+            mask = torch.cat([mask, has.unsqueeze(-1).to(mask.dtype)], dim=1)  # [B, L + 1]
+        return cond, mask
 
 
 class T5Conditioner(TextConditioner):

@@ -198,6 +198,9 @@ class LMModelConfig:
     channels: int = 1  # 2: stereo, codebooks interleaved [L1, R1, L2, R2, ...]
     max_duration: float | None = None  # generation window of the saved model (default: the segment length)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # a tempo condition: the BPM a text states as one more cross-attention token (added to an init_from model
+    # that has none; yuefu.conditioners.tempo)
+    tempo: bool = False
 
 
 @dataclass

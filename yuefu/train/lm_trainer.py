@@ -50,6 +50,7 @@ class LMTrainModule(nn.Module):
         super().__init__()
         self.lm = lm
         self.text_proj = conditioner.output_proj
+        self.tempo_proj = conditioner.tempo_proj  # None without a tempo condition
         object.__setattr__(self, "conditioner", conditioner)
 
     def forward(self, sequence: Tensor, texts: list[str | None], text_length: int | None = None) -> Tensor:
@@ -65,6 +66,8 @@ class LMTrainModule(nn.Module):
         if not cond.requires_grad and any(p.requires_grad for p in self.text_proj.parameters()):
             # an all-null batch: keep the projection in the graph, so every process reduces the same gradients
             cond = cond + 0.0 * sum(p.sum() for p in self.text_proj.parameters())
+        if self.tempo_proj is not None and any(p.requires_grad for p in self.tempo_proj.parameters()):
+            cond = cond + 0.0 * sum(p.sum() for p in self.tempo_proj.parameters())  # the same for a batch with no BPM
         return self.lm(sequence, cross_src=cond)
 
 
@@ -91,6 +94,9 @@ def build_models(cfg: LMTrainConfig, source: str = "config") -> Built:
         if m.max_duration is not None:
             mcfg.max_duration = m.max_duration
         lm, conditioner, codec = mg.lm.float(), mg.conditioner, mg.compression_model
+        if m.tempo and conditioner.tempo_proj is None:
+            conditioner.add_tempo()
+            mcfg.text.tempo = True
     else:
         codec = load_codec(m.codec)
         interleave = m.channels == 2 and codec.channels == 1
@@ -114,7 +120,9 @@ def build_models(cfg: LMTrainConfig, source: str = "config") -> Built:
         lm = LMModel(lm_cfg)
         lm.reset_parameters()
         conditioner = build_text_conditioner(m.text, lm_cfg.dim)
-        text_cfg = dataclasses.replace(m.text, encoder_dim=conditioner.output_proj.in_features)
+        text_cfg = dataclasses.replace(m.text, encoder_dim=conditioner.output_proj.in_features, tempo=m.tempo)
+        if m.tempo:
+            conditioner.add_tempo()
         mcfg = MusicGenConfig(codec=codec.config, lm=lm_cfg, text=text_cfg, channels=m.channels,
                               max_duration=m.max_duration or cfg.data.segment_seconds,
                               name=Path(cfg.run_dir).name)
@@ -124,6 +132,8 @@ def build_models(cfg: LMTrainConfig, source: str = "config") -> Built:
     else:
         lm.requires_grad_(True)
         conditioner.output_proj.requires_grad_(True)
+    if conditioner.tempo_proj is not None:  # new (or kept) tempo token: trained under LoRA too, it is tiny
+        conditioner.tempo_proj.requires_grad_(True)
     return Built(lm, conditioner, codec.eval(), mcfg)
 
 
@@ -256,7 +266,7 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
             count_all = distributed.all_reduce_sum(mask.sum(dim=(0, 2)).float())  # [K] targets in the global batch
             text_length = None
             if accum > 1:
-                text_length = distributed.all_reduce_max_int(_text_length(conditioner, texts))
+                text_length = distributed.all_reduce_max_int(conditioner.output_length(texts))
             ce_sum = torch.zeros(mcfg.lm.n_q, device=dev)
             micro = seq.shape[0] // accum
             for i in range(accum):
@@ -319,13 +329,6 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
 
 
 @torch.no_grad()
-def _text_length(conditioner: nn.Module, texts: list[str | None]) -> int:
-    """The length L of ``conditioner(texts)`` [B, L, D] (1 for an all-null batch), without the projection."""
-    if all(t is None or t == "" for t in texts):
-        return 1
-    return conditioner.encode_text([t or "" for t in texts])[1].shape[1]
-
-
 def _grad_sync(model: nn.Module, sync: bool):
     """Reduce gradients over processes only on the last micro-batch of a step (DDP ``no_sync``, FSDP's switch)."""
     import contextlib
@@ -456,9 +459,10 @@ def _save(run_dir: Path, step: int, cfg: LMTrainConfig, info: distributed.DistIn
         if cfg.model.lora.use:
             lm_sd = lora.merged_state_dict(lm_sd, cfg.model.lora.alpha / cfg.model.lora.rank)
         proj_sd = {k.removeprefix("text_proj."): v for k, v in export.items() if k.startswith("text_proj.")}
+        tempo_sd = {k.removeprefix("tempo_proj."): v for k, v in export.items() if k.startswith("tempo_proj.")}
 
         def write_model(tmp: Path) -> None:
-            write_musicgen(tmp, copy.deepcopy(mcfg), lm_sd, proj_sd, codec, conditioner)
+            write_musicgen(tmp, copy.deepcopy(mcfg), lm_sd, proj_sd, codec, conditioner, tempo_sd or None)
             if cfg.model.lora.use:
                 adapters = {k.removeprefix("lm."): v for k, v in export.items()
                             if k.startswith("lm.") and ".lora_" in k}

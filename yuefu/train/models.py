@@ -120,7 +120,7 @@ def text_encoder_parts(conditioner: TextConditioner, cfg: MusicGenConfig) -> tup
 
 def write_musicgen(folder: Path, cfg: MusicGenConfig, lm_sd: dict[str, torch.Tensor],
                    text_proj_sd: dict[str, torch.Tensor], codec: CompressionModel,
-                   conditioner: TextConditioner) -> Path:
+                   conditioner: TextConditioner, tempo_proj_sd: dict[str, torch.Tensor] | None = None) -> Path:
     """Save a MusicGen checkpoint (yuefu format) from the trained state dicts."""
     import shutil
 
@@ -132,7 +132,9 @@ def write_musicgen(folder: Path, cfg: MusicGenConfig, lm_sd: dict[str, torch.Ten
         ckpt = Checkpoint(config=cfg, lm={k: v.detach().cpu() for k, v in lm_sd.items()},
                           text_proj={k: v.detach().cpu() for k, v in text_proj_sd.items()},
                           codec={k: v.detach().cpu() for k, v in codec.state_dict().items()},
-                          text_encoder=encoder_sd, tokenizer_dir=tok_dir, source_format="yuefu")
+                          text_encoder=encoder_sd, tokenizer_dir=tok_dir, source_format="yuefu",
+                          tempo_proj=None if tempo_proj_sd is None else {
+                              k: v.detach().cpu() for k, v in tempo_proj_sd.items()})
         folder.mkdir(parents=True, exist_ok=True)
         yuefu_format.write(ckpt, folder)
         for name in TOKENIZER_FILES:

@@ -1,0 +1,63 @@
+"""Tempo conditioning: the BPM a prompt states, as one more cross-attention token after the text's.
+
+A sentence encoder hardly tells "73 BPM" from "128 BPM" (yuefu-mini with MiniLM alone: median tempo error 25 BPM,
+the same as with shuffled prompts). Models whose config has ``text.tempo`` read the number from the prompt (English,
+or Chinese after the normaliser, which writes "每分钟120拍" as "120 BPM"), embed log2(bpm / 100) with Fourier
+features and project it to the LM's dimension. Prompts that state no tempo, and the null condition of classifier-free
+guidance, get no token (a zero row where a batch mixes both, like text padding). The projection starts at zero, so a
+model that gains the condition starts out generating exactly what it did.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import nn
+
+MIN_BPM, MAX_BPM = 30.0, 300.0
+REFERENCE_BPM = 100.0
+_NUM = r"(\d{2,3}(?:\.\d+)?)"
+_UNIT = r"(?:bpm|beats\s+(?:per|a)\s+minute|beats/min)(?![a-z])"
+_PATTERNS = (  # first match wins; a range gives its middle
+    re.compile(rf"(?<![\d.]){_NUM}\s*(?:-|–|to)\s*{_NUM}\s*{_UNIT}", re.I),
+    re.compile(rf"(?<![\d.]){_NUM}\s*{_UNIT}", re.I),
+    re.compile(rf"(?<![a-z])(?:bpm|tempo)\s*(?:[:=]|of|is|at|around|about)?\s*(?:~\s*)?{_NUM}(?!\d)", re.I),
+)
+
+
+def parse_bpm(text: str | None) -> float | None:
+    """The tempo a text states, in beats per minute ("at 112 BPM", "Tempo: 90", "bpm: 128", "100-120 bpm"), or
+    None when it states none within [30, 300]."""
+    if not text:
+        return None
+    for pattern in _PATTERNS:
+        m = pattern.search(text)
+        if m:
+            values = [float(g) for g in m.groups() if g is not None]
+            bpm = sum(values) / len(values)
+            return bpm if MIN_BPM <= bpm <= MAX_BPM else None
+    return None
+
+
+class TempoEmbedding(nn.Module):
+    """bpm [B] -> [B, dim]: Fourier features of log2(bpm / 100), then a linear layer (zero at initialisation)."""
+
+    def __init__(self, dim: int, num_freqs: int = 8):
+        super().__init__()
+        self.num_freqs = num_freqs
+        self.linear = nn.Linear(1 + 2 * num_freqs, dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def features(self, bpm: torch.Tensor) -> torch.Tensor:
+        """bpm [B] -> [B, 1 + 2 * num_freqs]: x, sin(pi 2^i x), cos(pi 2^i x) with x = log2(bpm / 100)."""
+        x = torch.log2(bpm.float() / REFERENCE_BPM).unsqueeze(-1)  # [B, 1]; 30..300 BPM -> -1.7..1.6
+        freqs = math.pi * 2.0 ** torch.arange(self.num_freqs, dtype=torch.float32, device=bpm.device) / 4  # [F]
+        phase = x * freqs  # [B, F]
+        return torch.cat([x, torch.sin(phase), torch.cos(phase)], dim=-1)
+
+    def forward(self, bpm: torch.Tensor) -> torch.Tensor:
+        w = self.linear.weight
+        return self.linear(self.features(bpm.to(w.device)).to(w.dtype))
