@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=0.0)
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--cfg-coef", type=float, default=3.0, help="classifier-free guidance strength (default 3)")
+    g.add_argument("--tempo-drafts", type=int, default=0, metavar="N",
+                   help="for prompts that state a BPM: try N 5-second beginnings, keep the one nearest that tempo "
+                        "and continue it (default 0: off)")
     g.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     g.add_argument("--batch-size", type=int, default=4, help="prompts generated together (default 4)")
     g.add_argument("--out", default=None, help="output file or folder; several prompts add _0, _1, ...")
@@ -193,7 +196,7 @@ def _requests_from_args(args: argparse.Namespace, prompts: list[str | None]) -> 
         out.append(GenerationRequest(
             prompts=prompts[start:start + args.batch_size], model=model, duration=args.duration,
             seed=base + b, use_sampling=not args.greedy, top_k=args.top_k,
-            top_p=args.top_p, temperature=args.temperature, cfg_coef=args.cfg_coef,
+            top_p=args.top_p, temperature=args.temperature, cfg_coef=args.cfg_coef, tempo_drafts=args.tempo_drafts,
             melody=_absolute(args.melody), continuation=_absolute(args.continuation)))
     return out
 

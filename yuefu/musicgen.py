@@ -11,6 +11,7 @@ audiocraft and transformers both build it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -33,9 +34,11 @@ from yuefu.conditioners.chroma import (
     null_melody_chroma,
     separate_melody_stems,
 )
+from yuefu.conditioners.tempo import parse_bpm
 from yuefu.conditioners.text import T5Conditioner, TextConditioner, build_t5_encoder
 from yuefu.config import MusicGenConfig
 from yuefu.errors import CheckpointError, InvalidArgumentError, ModelNotFoundError
+from yuefu.generation import tempo_drafts
 from yuefu.generation.loop import Conditions, ProgressCallback, generate_tokens, iter_generate
 from yuefu.generation.sampling import SamplingParams
 from yuefu.lm.model import LMModel
@@ -55,6 +58,7 @@ def default_model() -> str:
 
 
 DEFAULT_MODEL = OFFICIAL_DEFAULT  # kept for callers that import it; from_pretrained() uses default_model()
+MAX_TEMPO_DRAFTS = 16
 logger = logging.getLogger("yuefu")
 
 
@@ -79,6 +83,9 @@ class MusicGen:
         self.params = SamplingParams()
         self.duration = 15.0
         self.extend_stride = 18.0 if config.max_duration >= 30 else 0.6 * config.max_duration
+        self.tempo_drafts = 0  # set_generation_params(tempo_drafts=N): N first windows per prompt stating a BPM
+        self.tempo_draft_seconds: float | None = None  # None: drafts are the whole first window
+        self.last_tempo_drafts: tuple[list[list[float]], list[int]] | None = None  # (estimated BPMs, picks)
         self._progress_callback: ProgressCallback | None = None
         self.normalize_prompts = True  # translate Chinese music vocabulary before the English-only text encoder
         self.last_prompts_used: list[str | None] = []
@@ -215,9 +222,15 @@ class MusicGen:
     # --- settings --------------------------------------------------------------------------------------------------
     def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
                               temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
-                              extend_stride: float | None = None) -> None:
+                              extend_stride: float | None = None, tempo_drafts: int = 0,
+                              tempo_draft_seconds: float | None = None) -> None:
         """audiocraft's parameters and defaults; ``duration`` beyond ``max_duration`` uses sliding windows that
-        start every ``extend_stride`` seconds (default 18, audiocraft's, or 60 % of a window shorter than 30 s)."""
+        start every ``extend_stride`` seconds (default 18, audiocraft's, or 60 % of a window shorter than 30 s).
+
+        ``tempo_drafts=N`` (yuefu's own, off by default): for each prompt that states a tempo ("at 90 BPM",
+        "每分钟90拍"), generate N candidates of the first window (or of ``tempo_draft_seconds``), keep the one whose
+        estimated tempo is nearest and continue it (:mod:`yuefu.generation.tempo_drafts`). The candidates are one
+        batch of N x the prompts."""
         if extend_stride is None:
             extend_stride = 18.0 if self.max_duration >= 30 else 0.6 * self.max_duration
         if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
@@ -226,10 +239,18 @@ class MusicGen:
             raise InvalidArgumentError(f"extend_stride must be in (0, {self.max_duration}), got {extend_stride}")
         if top_k < 0 or not 0 <= top_p <= 1 or temperature < 0:
             raise InvalidArgumentError("need top_k >= 0, 0 <= top_p <= 1 and temperature >= 0")
+        if type(tempo_drafts) is not int or not 0 <= tempo_drafts <= MAX_TEMPO_DRAFTS:
+            raise InvalidArgumentError(f"tempo_drafts must be an integer from 0 to {MAX_TEMPO_DRAFTS}, "
+                                       f"got {tempo_drafts!r}")
         self.params = SamplingParams(use_sampling=use_sampling, temperature=temperature, top_k=top_k, top_p=top_p,
                                      cfg_coef=cfg_coef)
         self.duration = float(duration)
         self.extend_stride = float(extend_stride)
+        if tempo_draft_seconds is not None and not (isinstance(tempo_draft_seconds, (int, float))
+                                                    and math.isfinite(tempo_draft_seconds) and tempo_draft_seconds > 0):
+            raise InvalidArgumentError(f"tempo_draft_seconds must be a positive number, got {tempo_draft_seconds!r}")
+        self.tempo_drafts = tempo_drafts
+        self.tempo_draft_seconds = None if tempo_draft_seconds is None else float(tempo_draft_seconds)
 
     def set_custom_progress_callback(self, progress_callback: Callable[[int, int], None] | None = None) -> None:
         """``fn(generated_steps, total_steps)``, called after every step (across windows)."""
@@ -477,11 +498,36 @@ class MusicGen:
                 conditions = conditions_at(None)
             else:
                 conditions = self.encode_conditions(descriptions)
-            tokens = self.generate_tokens(conditions, len(descriptions), self._params_for(conditions), self.duration,
-                                          prompt=prompt_tokens, generator=generator, progress=progress,
-                                          conditions_at=conditions_at)
+            drafted = None
+            if prompt_tokens is None and self.tempo_drafts > 1:
+                drafted = prompt_tokens = self._tempo_draft(descriptions, conditions, generator, progress)
+            if drafted is not None and drafted.shape[-1] >= int(self.duration * self.frame_rate):
+                tokens = drafted  # the chosen draft is the whole request
+            else:
+                tokens = self.generate_tokens(conditions, len(descriptions), self._params_for(conditions),
+                                              self.duration, prompt=prompt_tokens, generator=generator,
+                                              progress=progress, conditions_at=conditions_at)
             audio = self.decode_tokens(tokens)
         return (audio, tokens) if return_tokens else audio
+
+    def _tempo_draft(self, descriptions: list[str | None], conditions: Conditions,
+                     generator: torch.Generator | None, progress: bool) -> torch.Tensor | None:
+        """The chosen first windows [B, K, F] (see ``tempo_drafts``), or None when no prompt states a tempo."""
+        targets = [parse_bpm(d) for d in descriptions]
+        if all(t is None for t in targets):
+            return None
+        n, B = self.tempo_drafts, len(descriptions)
+        seconds = min(self.tempo_draft_seconds or math.inf, self.duration, self.max_duration)
+        repeated = Conditions(**{f.name: None if getattr(conditions, f.name) is None else
+                                 getattr(conditions, f.name).repeat_interleave(n, dim=0)
+                                 for f in dataclasses.fields(Conditions)})  # [B * n, ...], prompt-major
+        drafts = self.generate_tokens(repeated, B * n, self._params_for(conditions), seconds, generator=generator,
+                                      progress=progress)  # [B * n, K, F]
+        audio = self.decode_tokens(drafts)  # [B * n, C, T]
+        estimates = [tempo_drafts.estimate_bpm(a, self.sample_rate) for a in audio]
+        picks = tempo_drafts.pick_drafts(estimates, targets, n)
+        self.last_tempo_drafts = [estimates[b * n:(b + 1) * n] for b in range(B)], picks
+        return drafts.view(B, n, *drafts.shape[1:])[torch.arange(B), torch.tensor(picks)]
 
     def generate_tokens(self, conditions: Conditions, batch_size: int, params: SamplingParams, duration: float,
                         prompt: torch.Tensor | None = None, generator: torch.Generator | None = None,

@@ -43,6 +43,7 @@ class GenerationRequest:
     extend_stride: float | None = None  # None: 18 s (audiocraft's), or 60 % of a window shorter than 30 s
     melody: str | None = None  # audio file whose chroma conditions a melody model
     continuation: str | None = None  # audio file to continue; the output starts with it
+    tempo_drafts: int = 0  # beginnings tried per prompt that states a BPM (MusicGen.set_generation_params)
 
     def validate(self, max_duration: float = MAX_DURATION_DEFAULT) -> None:
         """Refuse, in one line, what no model could do (before anything slow happens)."""
@@ -64,7 +65,10 @@ class GenerationRequest:
                    f"temperature must be >= 0, got {self.temperature!r}"),
                   (_number(self.cfg_coef) and self.cfg_coef >= 0, f"cfg_coef must be >= 0, got {self.cfg_coef!r}"),
                   (self.extend_stride is None or (_number(self.extend_stride) and self.extend_stride > 0),
-                   f"extend_stride must be > 0, got {self.extend_stride!r}")]
+                   f"extend_stride must be > 0, got {self.extend_stride!r}"),
+                  (isinstance(self.tempo_drafts, int) and not isinstance(self.tempo_drafts, bool)
+                   and 0 <= self.tempo_drafts <= 16, f"tempo_drafts must be an integer from 0 to 16, "
+                   f"got {self.tempo_drafts!r}")]
         for ok, message in checks:
             if not ok:
                 raise InvalidArgumentError(message)
@@ -201,7 +205,8 @@ def generate(request: GenerationRequest, pool: ModelPool, progress: bool = False
     with pool.lock(request.model):
         model.set_generation_params(use_sampling=request.use_sampling, top_k=request.top_k, top_p=request.top_p,
                                     temperature=request.temperature, duration=request.duration,
-                                    cfg_coef=request.cfg_coef, extend_stride=stride)
+                                    cfg_coef=request.cfg_coef, extend_stride=stride,
+                                    tempo_drafts=request.tempo_drafts)
         model.set_custom_progress_callback(progress_fn)
         start = time.perf_counter()
         try:
@@ -230,8 +235,9 @@ def stream(request: GenerationRequest, pool: ModelPool, on_chunk: Callable[[torc
     """Like :func:`generate`, but ``on_chunk(audio [B, C, n])`` receives the audio while it is generated (text or
     unconditional, one window); the result holds the chunks joined."""
     request.validate(max_duration)
-    if request.melody is not None or request.continuation is not None:
-        raise InvalidArgumentError("streaming covers text (or unconditional) generation, without melody or prompt")
+    if request.melody is not None or request.continuation is not None or request.tempo_drafts:
+        raise InvalidArgumentError("streaming covers text (or unconditional) generation, without melody, prompt "
+                                   "or tempo drafts")
     if request.seed is None:
         request.seed = secrets.randbelow(2**31)
     model = pool.get(request.model)

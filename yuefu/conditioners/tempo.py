@@ -30,15 +30,35 @@ _PATTERNS = (  # first match wins; a range gives its middle
 def parse_bpm(text: str | None) -> float | None:
     """The tempo a text states, in beats per minute ("at 112 BPM", "Tempo: 90", "bpm: 128", "100-120 bpm"), or
     None when it states none within [30, 300]."""
-    if not text:
+    m = _find(text)
+    if m is None:
         return None
+    values = [float(g) for g in m.groups() if g is not None]
+    bpm = sum(values) / len(values)
+    return bpm if MIN_BPM <= bpm <= MAX_BPM else None
+
+
+def _find(text: str | None) -> re.Match[str] | None:
     for pattern in _PATTERNS:
-        m = pattern.search(text)
+        m = pattern.search(text or "")
         if m:
-            values = [float(g) for g in m.groups() if g is not None]
-            bpm = sum(values) / len(values)
-            return bpm if MIN_BPM <= bpm <= MAX_BPM else None
+            return m
     return None
+
+
+def restate_bpm(text: str, factor: float) -> str | None:
+    """``text`` with the tempo it states multiplied by ``factor`` (rounded), or None if it states none. Used to
+    measure how much a model relies on the tempo ("tempo_gain" in LM validation)."""
+    if parse_bpm(text) is None:
+        return None
+    m = _find(text)
+    assert m is not None
+    out, last = [], 0
+    for i in range(1, len(m.groups()) + 1):
+        if m.group(i) is not None:
+            out += [text[last:m.start(i)], str(round(float(m.group(i)) * factor))]
+            last = m.end(i)
+    return "".join(out) + text[last:]
 
 
 class TempoEmbedding(nn.Module):

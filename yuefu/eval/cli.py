@@ -29,6 +29,8 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     e.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     e.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     e.add_argument("--languages", default="en,zh", help="prompt languages, comma-separated (default en,zh)")
+    e.add_argument("--tempo-drafts", type=int, default=0, metavar="N",
+                   help="generate with N tempo drafts per prompt (see yuefu generate --help; default 0: off)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
     return e
@@ -40,6 +42,8 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         raise InvalidArgumentError(f"--prompts must be >= 2 (the baseline shuffles them), got {args.prompts}")
     if not (math.isfinite(args.seconds) and args.seconds > 0):
         raise InvalidArgumentError(f"--seconds must be a positive number, got {args.seconds}")
+    if not 0 <= args.tempo_drafts <= 16:
+        raise InvalidArgumentError(f"--tempo-drafts must be from 0 to 16, got {args.tempo_drafts}")
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size must be >= 1, got {args.batch_size}")
     languages = [s.strip() for s in args.languages.split(",") if s.strip()]
@@ -59,6 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     languages = _check_args(args)
     report = evaluate(args.model, args.corpus, n_prompts=args.prompts, seconds=args.seconds, seed=args.seed,
                       out_json=args.json, device=args.device, batch_size=args.batch_size, languages=languages,
+                      tempo_drafts=args.tempo_drafts,
                       progress=not args.quiet, log=lambda msg: print(msg, file=sys.stderr) if not args.quiet else None)
     print(format_report(report))
     if args.json:
