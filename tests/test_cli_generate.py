@@ -244,3 +244,21 @@ def test_without_a_builtin_model_the_model_must_be_given(command, tmp_path, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("yuefu: error: no model given: pass --model")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tempo_drafts_from_the_command_line_are_recorded_and_reproduced(hf_dir, tmp_path):
+    out = tmp_path / "reel.wav"
+    args = ["generate", "a reel at 126 BPM", "--model", str(hf_dir), "--duration", "0.8", "--seed", "2", "--quiet"]
+    r = run(*args, "--tempo-drafts", "3", "--tempo-draft-seconds", "0.4", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    req = json.loads(out.with_suffix(".json").read_text())["request"]
+    assert (req["tempo_drafts"], req["tempo_draft_seconds"]) == (3, 0.4)
+    again = tmp_path / "again.wav"
+    r = run("generate", "--from-sidecar", str(out.with_suffix(".json")), "--out", str(again), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(sf.read(str(again))[0], sf.read(str(out))[0])
+    plain = tmp_path / "plain.wav"
+    assert run(*args, "--out", str(plain)).returncode == 0
+    assert not np.array_equal(sf.read(str(plain))[0], sf.read(str(out))[0])  # the drafts changed the result
+    for bad in (["--tempo-drafts", "99"], ["--tempo-drafts", "2", "--tempo-draft-seconds", "0"]):
+        assert "tempo_draft" in one_error_line(run(*args, *bad, "--out", str(tmp_path / "x.wav")))

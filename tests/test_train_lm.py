@@ -238,7 +238,8 @@ def test_tempo_token_trains_and_ships_with_the_model(tmp_path, t5_dir):
     make_noise_clips(data, ["noise at 80 BPM", "noise at 160 BPM"])
     codec = make_codec(tmp_path / "codec")
     cfg = from_dict(LMTrainConfig, lm_config(tmp_path / "run", data, codec, t5_dir,
-                                             **{"model.tempo": True, "data.cond_dropout": 0.0}))
+                                             **{"model.tempo": True, "data.cond_dropout": 0.0,
+                                                "data.valid_fraction": 0.5}))
     built = build_models(cfg)
     module = LMTrainModule(built.lm, built.conditioner)
     assert any(p is module.tempo_proj.linear.weight for p in module.parameters())  # what the optimizer updates
@@ -250,6 +251,8 @@ def test_tempo_token_trains_and_ships_with_the_model(tmp_path, t5_dir):
         assert grad is not None and bool(grad.abs().sum() > 0) == moved
 
     out = train_lm(cfg)
+    logged = {r["name"] for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))}
+    assert {"text_gain", "tempo_gain"} <= logged  # validation measures how much the stated BPM helps
     model = MusicGen.from_pretrained(str(out), device="cpu")
     assert model.config.text.tempo and model.conditioner.tempo_proj.linear.weight.abs().sum() > 0
     with torch.no_grad():

@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--cfg-coef", type=float, default=3.0, help="classifier-free guidance strength (default 3)")
     g.add_argument("--tempo-drafts", type=int, default=0, metavar="N",
-                   help="for prompts that state a BPM: try N 5-second beginnings, keep the one nearest that tempo "
-                        "and continue it (default 0: off)")
+                   help="for prompts that state a BPM: generate N candidates of the first window, keep the one "
+                        "nearest that tempo and continue it (default 0: off)")
+    g.add_argument("--tempo-draft-seconds", type=float, default=None, metavar="S",
+                   help="length of each tempo draft (default: the whole first window)")
     g.add_argument("--greedy", action="store_true", help="argmax decoding instead of sampling")
     g.add_argument("--batch-size", type=int, default=4, help="prompts generated together (default 4)")
     g.add_argument("--out", default=None, help="output file or folder; several prompts add _0, _1, ...")
@@ -197,6 +199,7 @@ def _requests_from_args(args: argparse.Namespace, prompts: list[str | None]) -> 
             prompts=prompts[start:start + args.batch_size], model=model, duration=args.duration,
             seed=base + b, use_sampling=not args.greedy, top_k=args.top_k,
             top_p=args.top_p, temperature=args.temperature, cfg_coef=args.cfg_coef, tempo_drafts=args.tempo_drafts,
+            tempo_draft_seconds=args.tempo_draft_seconds,
             melody=_absolute(args.melody), continuation=_absolute(args.continuation)))
     return out
 

@@ -43,7 +43,8 @@ class GenerationRequest:
     extend_stride: float | None = None  # None: 18 s (audiocraft's), or 60 % of a window shorter than 30 s
     melody: str | None = None  # audio file whose chroma conditions a melody model
     continuation: str | None = None  # audio file to continue; the output starts with it
-    tempo_drafts: int = 0  # beginnings tried per prompt that states a BPM (MusicGen.set_generation_params)
+    tempo_drafts: int = 0  # first windows tried per prompt that states a BPM (MusicGen.set_generation_params)
+    tempo_draft_seconds: float | None = None  # None: each draft is the whole first window
 
     def validate(self, max_duration: float = MAX_DURATION_DEFAULT) -> None:
         """Refuse, in one line, what no model could do (before anything slow happens)."""
@@ -68,7 +69,10 @@ class GenerationRequest:
                    f"extend_stride must be > 0, got {self.extend_stride!r}"),
                   (isinstance(self.tempo_drafts, int) and not isinstance(self.tempo_drafts, bool)
                    and 0 <= self.tempo_drafts <= 16, f"tempo_drafts must be an integer from 0 to 16, "
-                   f"got {self.tempo_drafts!r}")]
+                   f"got {self.tempo_drafts!r}"),
+                  (self.tempo_draft_seconds is None or (_number(self.tempo_draft_seconds)
+                                                        and self.tempo_draft_seconds > 0),
+                   f"tempo_draft_seconds must be > 0, got {self.tempo_draft_seconds!r}")]
         for ok, message in checks:
             if not ok:
                 raise InvalidArgumentError(message)
@@ -206,7 +210,8 @@ def generate(request: GenerationRequest, pool: ModelPool, progress: bool = False
         model.set_generation_params(use_sampling=request.use_sampling, top_k=request.top_k, top_p=request.top_p,
                                     temperature=request.temperature, duration=request.duration,
                                     cfg_coef=request.cfg_coef, extend_stride=stride,
-                                    tempo_drafts=request.tempo_drafts)
+                                    tempo_drafts=request.tempo_drafts,
+                                    tempo_draft_seconds=request.tempo_draft_seconds)
         model.set_custom_progress_callback(progress_fn)
         start = time.perf_counter()
         try:
