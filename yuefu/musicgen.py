@@ -242,13 +242,13 @@ class MusicGen:
         if type(tempo_drafts) is not int or not 0 <= tempo_drafts <= MAX_TEMPO_DRAFTS:
             raise InvalidArgumentError(f"tempo_drafts must be an integer from 0 to {MAX_TEMPO_DRAFTS}, "
                                        f"got {tempo_drafts!r}")
+        if tempo_draft_seconds is not None and not (isinstance(tempo_draft_seconds, (int, float))
+                                                    and math.isfinite(tempo_draft_seconds) and tempo_draft_seconds > 0):
+            raise InvalidArgumentError(f"tempo_draft_seconds must be a positive number, got {tempo_draft_seconds!r}")
         self.params = SamplingParams(use_sampling=use_sampling, temperature=temperature, top_k=top_k, top_p=top_p,
                                      cfg_coef=cfg_coef)
         self.duration = float(duration)
         self.extend_stride = float(extend_stride)
-        if tempo_draft_seconds is not None and not (isinstance(tempo_draft_seconds, (int, float))
-                                                    and math.isfinite(tempo_draft_seconds) and tempo_draft_seconds > 0):
-            raise InvalidArgumentError(f"tempo_draft_seconds must be a positive number, got {tempo_draft_seconds!r}")
         self.tempo_drafts = tempo_drafts
         self.tempo_draft_seconds = None if tempo_draft_seconds is None else float(tempo_draft_seconds)
 
@@ -523,8 +523,9 @@ class MusicGen:
                                  for f in dataclasses.fields(Conditions)})  # [B * n, ...], prompt-major
         drafts = self.generate_tokens(repeated, B * n, self._params_for(conditions), seconds, generator=generator,
                                       progress=progress)  # [B * n, K, F]
-        audio = self.decode_tokens(drafts)  # [B * n, C, T]
-        estimates = [tempo_drafts.estimate_bpm(a, self.sample_rate) for a in audio]
+        estimates: list[float] = []
+        for chunk in drafts.split(B):  # decoded B at a time: the memory of the batch asked for, not n times it
+            estimates += [tempo_drafts.estimate_bpm(a, self.sample_rate) for a in self.decode_tokens(chunk)]
         picks = tempo_drafts.pick_drafts(estimates, targets, n)
         self.last_tempo_drafts = [estimates[b * n:(b + 1) * n] for b in range(B)], picks
         return drafts.view(B, n, *drafts.shape[1:])[torch.arange(B), torch.tensor(picks)]
