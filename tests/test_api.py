@@ -217,6 +217,15 @@ def test_same_seed_same_bytes(client):
     assert other.status_code == 200 and other.content != first.content
 
 
+def test_tempo_drafts(client):
+    body = {"prompt": "a reel at 126 BPM", "duration": 0.6, "seed": 8, "mode": "sync"}
+    plain = client.post("/v1/generate", json=body)
+    drafted = client.post("/v1/generate", json={**body, "tempo_drafts": 3, "tempo_draft_seconds": 0.3})
+    again = client.post("/v1/generate", json={**body, "tempo_drafts": 3, "tempo_draft_seconds": 0.3})
+    assert plain.status_code == drafted.status_code == again.status_code == 200, drafted.text
+    assert drafted.content == again.content and drafted.content != plain.content
+
+
 def test_random_seed_is_reported(client):
     r = client.post("/v1/generate", json={"prompt": "jazz trio with upright bass", "duration": 0.3})
     assert r.status_code == 200, r.text
@@ -331,6 +340,8 @@ BAD_JSON = [
     ({"prompt": "x", "duration": 0}, 422, "duration"),
     ({"prompt": "x", "format": "aiff"}, 422, "format"),
     ({"prompt": "x", "mode": "later"}, 422, "mode"),
+    ({"prompt": "x", "tempo_drafts": 17}, 422, "tempo_drafts"),
+    ({"prompt": "x", "tempo_draft_seconds": 0}, 422, "tempo_draft_seconds"),
     ({"prompt": "x", "bogus": 1}, 422, "bogus"),
     ({"prompt": "x", "prompts": []}, 422, "prompts"),
     ({"prompt": "x", "duration": 7200}, 400, "duration"),

@@ -119,6 +119,11 @@ class GenerateRequest(BaseModel):
     extend_stride: float | None = Field(_DEFAULTS["extend_stride"], gt=0, allow_inf_nan=False,
                                         description="Seconds between windows when the duration exceeds the "
                                                     "model's (default: 18, or 60 % of a shorter window).")
+    tempo_drafts: int = Field(_DEFAULTS["tempo_drafts"], ge=0, le=16,
+                              description="For prompts that state a BPM: candidates of the first window, the one "
+                                          "nearest that tempo is kept (0: off).")
+    tempo_draft_seconds: float | None = Field(_DEFAULTS["tempo_draft_seconds"], gt=0, allow_inf_nan=False,
+                                              description="Length of each tempo draft (default: the first window).")
     format: Literal["wav", "flac", "mp3", "ogg"] = Field("wav", description="Audio file format of the result.")
     melody: str | None = Field(None, description="Base64 bytes of an audio file whose melody (chroma) conditions "
                                                  "a melody model; a data: URL is accepted too.")
@@ -622,6 +627,7 @@ class _Api:
         gen = GenerationRequest(prompts=prompts, model=self.model_name(req.model), duration=req.duration,
                                 seed=req.seed, use_sampling=req.use_sampling, top_k=req.top_k, top_p=req.top_p,
                                 temperature=req.temperature, cfg_coef=req.cfg_coef, extend_stride=req.extend_stride,
+                                tempo_drafts=req.tempo_drafts, tempo_draft_seconds=req.tempo_draft_seconds,
                                 melody="upload" if "melody" in uploads else None,
                                 continuation="upload" if "continuation" in uploads else None)
         gen.validate(self.max_duration)
