@@ -38,7 +38,7 @@ from yuefu.conditioners.tempo import parse_bpm
 from yuefu.conditioners.text import T5Conditioner, TextConditioner, build_t5_encoder
 from yuefu.config import MusicGenConfig
 from yuefu.errors import CheckpointError, InvalidArgumentError, ModelNotFoundError
-from yuefu.generation import tempo_drafts
+from yuefu.generation import tempo_drafts as tempo_drafts_mod
 from yuefu.generation.loop import Conditions, ProgressCallback, generate_tokens, iter_generate
 from yuefu.generation.sampling import SamplingParams
 from yuefu.lm.model import LMModel
@@ -58,7 +58,6 @@ def default_model() -> str:
 
 
 DEFAULT_MODEL = OFFICIAL_DEFAULT  # kept for callers that import it; from_pretrained() uses default_model()
-MAX_TEMPO_DRAFTS = 16
 logger = logging.getLogger("yuefu")
 
 
@@ -239,8 +238,8 @@ class MusicGen:
             raise InvalidArgumentError(f"extend_stride must be in (0, {self.max_duration}), got {extend_stride}")
         if top_k < 0 or not 0 <= top_p <= 1 or temperature < 0:
             raise InvalidArgumentError("need top_k >= 0, 0 <= top_p <= 1 and temperature >= 0")
-        if type(tempo_drafts) is not int or not 0 <= tempo_drafts <= MAX_TEMPO_DRAFTS:
-            raise InvalidArgumentError(f"tempo_drafts must be an integer from 0 to {MAX_TEMPO_DRAFTS}, "
+        if type(tempo_drafts) is not int or not 0 <= tempo_drafts <= tempo_drafts_mod.MAX_DRAFTS:
+            raise InvalidArgumentError(f"tempo_drafts must be an integer from 0 to {tempo_drafts_mod.MAX_DRAFTS}, "
                                        f"got {tempo_drafts!r}")
         if tempo_draft_seconds is not None and not (isinstance(tempo_draft_seconds, (int, float))
                                                     and math.isfinite(tempo_draft_seconds) and tempo_draft_seconds > 0):
@@ -525,8 +524,8 @@ class MusicGen:
                                       progress=progress)  # [B * n, K, F]
         estimates: list[float] = []
         for chunk in drafts.split(B):  # decoded B at a time: the memory of the batch asked for, not n times it
-            estimates += [tempo_drafts.estimate_bpm(a, self.sample_rate) for a in self.decode_tokens(chunk)]
-        picks = tempo_drafts.pick_drafts(estimates, targets, n)
+            estimates += [tempo_drafts_mod.estimate_bpm(a, self.sample_rate) for a in self.decode_tokens(chunk)]
+        picks = tempo_drafts_mod.pick_drafts(estimates, targets, n)
         self.last_tempo_drafts = [estimates[b * n:(b + 1) * n] for b in range(B)], picks
         return drafts.view(B, n, *drafts.shape[1:])[torch.arange(B), torch.tensor(picks)]
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from yuefu.errors import InvalidArgumentError
+from yuefu.generation.tempo_drafts import MAX_DRAFTS
 
 MAX_DURATION_DEFAULT = 600.0  # seconds; a cap against typos like --duration 36000 (front doors can change it)
 SIDECAR_VERSION = 1
@@ -68,7 +69,7 @@ class GenerationRequest:
                   (self.extend_stride is None or (_number(self.extend_stride) and self.extend_stride > 0),
                    f"extend_stride must be > 0, got {self.extend_stride!r}"),
                   (isinstance(self.tempo_drafts, int) and not isinstance(self.tempo_drafts, bool)
-                   and 0 <= self.tempo_drafts <= 16, f"tempo_drafts must be an integer from 0 to 16, "
+                   and 0 <= self.tempo_drafts <= MAX_DRAFTS, f"tempo_drafts must be an integer from 0 to {MAX_DRAFTS}, "
                    f"got {self.tempo_drafts!r}"),
                   (self.tempo_draft_seconds is None or (_number(self.tempo_draft_seconds)
                                                         and self.tempo_draft_seconds > 0),

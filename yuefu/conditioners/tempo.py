@@ -49,10 +49,9 @@ def _find(text: str | None) -> re.Match[str] | None:
 def restate_bpm(text: str, factor: float) -> str | None:
     """``text`` with the tempo it states multiplied by ``factor`` (rounded), or None if it states none. Used to
     measure how much a model relies on the tempo ("tempo_gain" in LM validation)."""
-    if parse_bpm(text) is None:
-        return None
     m = _find(text)
-    assert m is not None
+    if m is None or parse_bpm(text) is None:
+        return None
     out, last = [], 0
     for i in range(1, len(m.groups()) + 1):
         if m.group(i) is not None:

@@ -44,8 +44,10 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         raise InvalidArgumentError(f"--prompts must be >= 2 (the baseline shuffles them), got {args.prompts}")
     if not (math.isfinite(args.seconds) and args.seconds > 0):
         raise InvalidArgumentError(f"--seconds must be a positive number, got {args.seconds}")
-    if not 0 <= args.tempo_drafts <= 16:
-        raise InvalidArgumentError(f"--tempo-drafts must be from 0 to 16, got {args.tempo_drafts}")
+    from yuefu.generation.tempo_drafts import MAX_DRAFTS
+
+    if not 0 <= args.tempo_drafts <= MAX_DRAFTS:
+        raise InvalidArgumentError(f"--tempo-drafts must be from 0 to {MAX_DRAFTS}, got {args.tempo_drafts}")
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size must be >= 1, got {args.batch_size}")
     languages = [s.strip() for s in args.languages.split(",") if s.strip()]

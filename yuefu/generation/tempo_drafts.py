@@ -15,6 +15,7 @@ import math
 
 import torch
 
+MAX_DRAFTS = 16  # the most candidates per prompt that the API, CLI and server accept
 ENVELOPE_RATE = 100.0  # onset envelope frames per second
 MIN_BPM, MAX_BPM = 40.0, 240.0
 PRIOR_BPM, PRIOR_OCTAVES = 120.0, 1.0  # log-normal prior over tempo: centre and standard deviation in octaves

@@ -74,6 +74,7 @@ from yuefu.errors import (
     ModelNotFoundError,
     YuefuError,
 )
+from yuefu.generation.tempo_drafts import MAX_DRAFTS
 from yuefu.service import GenerationRequest, GenerationResult, ModelPool, generate
 
 log = logging.getLogger("yuefu.server")
@@ -119,7 +120,7 @@ class GenerateRequest(BaseModel):
     extend_stride: float | None = Field(_DEFAULTS["extend_stride"], gt=0, allow_inf_nan=False,
                                         description="Seconds between windows when the duration exceeds the "
                                                     "model's (default: 18, or 60 % of a shorter window).")
-    tempo_drafts: int = Field(_DEFAULTS["tempo_drafts"], ge=0, le=16,
+    tempo_drafts: int = Field(_DEFAULTS["tempo_drafts"], ge=0, le=MAX_DRAFTS,
                               description="For prompts that state a BPM: candidates of the first window, the one "
                                           "nearest that tempo is kept (0: off).")
     tempo_draft_seconds: float | None = Field(_DEFAULTS["tempo_draft_seconds"], gt=0, allow_inf_nan=False,

@@ -377,8 +377,7 @@ def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, fra
     swapped = torch.zeros(2, device=info.device)  # [summed CE with swapped texts, its count], batches of 2 or more
     own = torch.zeros(2, device=info.device)  # the same with the items' own texts, on those batches
     tempo_gain = torch.zeros(2, device=info.device)  # [summed CE difference with another BPM, its count]
-    conditioner = getattr(model, "conditioner", None) or getattr(getattr(model, "module", None), "conditioner", None)
-    has_tempo = getattr(conditioner, "tempo_proj", None) is not None
+    has_tempo = mcfg.text.tempo
     for batch in common.loader(dataset, batches, collate_tokens, 0):
         codes, lengths = batch["codes"].to(info.device), batch["length"].to(info.device)
         seq = pattern.build(codes, mcfg.lm.special_token)
