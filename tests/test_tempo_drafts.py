@@ -111,6 +111,38 @@ def test_drafts_of_the_whole_request_return_the_picked_one(model, monkeypatch):
     assert torch.equal(tokens, calls[0][1:])
 
 
+def _progress(model, run) -> list[tuple[int, int]]:
+    seen: list[tuple[int, int]] = []
+    model.set_custom_progress_callback(lambda done, total: seen.append((done, total)))
+    try:
+        run()
+    finally:
+        model.set_custom_progress_callback(None)
+        model.set_generation_params()
+    return seen
+
+
+def test_progress_with_drafts_counts_drafts_then_the_rest_once(model):
+    def drafts() -> None:
+        model.set_generation_params(duration=1.0, tempo_drafts=3, tempo_draft_seconds=0.5)
+        model.generate(["drums at 90 BPM"], seed=1)
+
+    def draft_alone() -> None:  # the drafts' steps: a 0.5 s request
+        model.set_generation_params(duration=0.5)
+        model.generate(["drums at 90 BPM"], seed=1)
+
+    def rest_alone() -> None:  # the rest: 1 s continuing a 0.5 s prompt
+        model.set_generation_params(duration=1.0)
+        model.generate_continuation(torch.zeros(1, 1, model.sample_rate // 2), model.sample_rate,
+                                    ["drums at 90 BPM"])
+
+    seen = _progress(model, drafts)
+    total = _progress(model, draft_alone)[-1][1] + _progress(model, rest_alone)[-1][1]
+    assert {t for _, t in seen} == {total}  # one task, one total
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))  # never goes back
+    assert seen[-1][0] == total
+
+
 def test_prompts_without_a_tempo_generate_as_without_drafts(model):
     model.set_generation_params(duration=0.5, tempo_drafts=4)
     try:

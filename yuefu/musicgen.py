@@ -497,15 +497,18 @@ class MusicGen:
                 conditions = conditions_at(None)
             else:
                 conditions = self.encode_conditions(descriptions)
-            drafted = None
+            drafted, span = None, None
             if prompt_tokens is None and self.tempo_drafts > 1:
                 drafted = prompt_tokens = self._tempo_draft(descriptions, conditions, generator, progress)
             if drafted is not None and drafted.shape[-1] >= int(self.duration * self.frame_rate):
                 tokens = drafted  # the chosen draft is the whole request
             else:
+                if drafted is not None:  # progress goes on from the drafts' steps to the end of the request
+                    draft_steps = self._steps(self._draft_seconds())
+                    span = (draft_steps, draft_steps + self._steps(self.duration, drafted.shape[-1]))
                 tokens = self.generate_tokens(conditions, len(descriptions), self._params_for(conditions),
                                               self.duration, prompt=prompt_tokens, generator=generator,
-                                              progress=progress, conditions_at=conditions_at)
+                                              progress=progress, conditions_at=conditions_at, progress_span=span)
             audio = self.decode_tokens(tokens)
         return (audio, tokens) if return_tokens else audio
 
@@ -516,12 +519,16 @@ class MusicGen:
         if all(t is None for t in targets):
             return None
         n, B = self.tempo_drafts, len(descriptions)
-        seconds = min(self.tempo_draft_seconds or math.inf, self.duration, self.max_duration)
+        seconds = self._draft_seconds()
         repeated = Conditions(**{f.name: None if getattr(conditions, f.name) is None else
                                  getattr(conditions, f.name).repeat_interleave(n, dim=0)
                                  for f in dataclasses.fields(Conditions)})  # [B * n, ...], prompt-major
+        span = None
+        if seconds < self.duration:  # the drafts are the first steps of the request's progress
+            draft_steps = self._steps(seconds)
+            span = (0, draft_steps + self._steps(self.duration, int(seconds * self.frame_rate)))
         drafts = self.generate_tokens(repeated, B * n, self._params_for(conditions), seconds, generator=generator,
-                                      progress=progress)  # [B * n, K, F]
+                                      progress=progress, progress_span=span, desc="tempo drafts")  # [B * n, K, F]
         estimates: list[float] = []
         for chunk in drafts.split(B):  # decoded B at a time: the memory of the batch asked for, not n times it
             estimates += [tempo_drafts_mod.estimate_bpm(a, self.sample_rate) for a in self.decode_tokens(chunk)]
@@ -529,10 +536,15 @@ class MusicGen:
         self.last_tempo_drafts = [estimates[b * n:(b + 1) * n] for b in range(B)], picks
         return drafts.view(B, n, *drafts.shape[1:])[torch.arange(B), torch.tensor(picks)]
 
+    def _draft_seconds(self) -> float:
+        """How long each tempo draft is: ``tempo_draft_seconds``, at most the request and one window."""
+        return min(self.tempo_draft_seconds or math.inf, self.duration, self.max_duration)
+
     def generate_tokens(self, conditions: Conditions, batch_size: int, params: SamplingParams, duration: float,
                         prompt: torch.Tensor | None = None, generator: torch.Generator | None = None,
                         progress: bool = False,
-                        conditions_at: Callable[[float | None], Conditions] | None = None) -> torch.Tensor:
+                        conditions_at: Callable[[float | None], Conditions] | None = None,
+                        progress_span: tuple[int, int] | None = None, desc: str = "generating") -> torch.Tensor:
         """Tokens [B, K, frames] for ``duration`` seconds, in windows of ``max_duration`` when longer.
 
         ``conditions_at(offset_seconds)`` gives each window's conditions when there is more than one window (the
@@ -543,30 +555,14 @@ class MusicGen:
         long: as audiocraft's ``_generate_tokens``, which asserts ``P <= min(duration, max_duration) * frame_rate``,
         a longer prompt is refused (:class:`InvalidArgumentError`), and a prompt exactly one window long is
         accepted (the first window is then the prompt itself, and the next windows continue from its tail).
+
+        Progress (the bar and the progress callback) counts steps over all windows; ``progress_span=(start, total)``
+        places them within a larger task (tempo drafts, then the rest of the request), so it never goes back.
         """
-        fr = self.frame_rate
-        total_frames = int(duration * fr)
-        window = int(self.max_duration * fr)
-        stride = int(self.extend_stride * fr)
-        # Window i covers frames [i * stride, i * stride + n_i) and is prompted with the previous window's tail
-        # (audiocraft's scheme); the plan is known up front, so progress counts steps across all windows.
-        plan: list[tuple[int, int]] = []  # (frames in the window, of which prompt frames)
-        offset, p_len = 0, (0 if prompt is None else prompt.shape[-1])
-        if p_len > total_frames:
-            raise InvalidArgumentError(f"the prompt ({p_len / fr:.1f} s) is longer than the duration ({duration} s)")
-        if p_len > window:
-            raise InvalidArgumentError(f"the prompt ({p_len / fr:.2f} s) must not be longer than the model's "
-                                       f"{self.max_duration:g} s window; use a shorter prompt")
-        while True:
-            n = min(total_frames - offset, window)
-            plan.append((n, p_len))
-            if offset + n >= total_frames:
-                break
-            offset, p_len = offset + stride, n - stride
-        steps = [self._pattern(n).num_steps - self._pattern(n).first_step_with_frame(pl) for n, pl in plan]
-        total_steps = sum(steps)
-        bar = _progress_bar(total_steps) if progress else None
-        done = 0
+        plan, steps = self._window_plan(duration, 0 if prompt is None else prompt.shape[-1])
+        start, total_steps = progress_span or (0, sum(steps))
+        bar = _progress_bar(total_steps, start, desc) if progress else None
+        done = start
 
         def report(step: int, _total: int) -> None:
             if bar is not None:
@@ -574,6 +570,7 @@ class MusicGen:
             if self._progress_callback is not None:
                 self._progress_callback(done + step, total_steps)
 
+        fr, stride = self.frame_rate, int(self.extend_stride * self.frame_rate)
         out: list[torch.Tensor] = []
         try:
             for i, (n, p_len) in enumerate(plan):
@@ -588,6 +585,34 @@ class MusicGen:
             if bar is not None:
                 bar.close()
         return torch.cat(out, dim=-1)
+
+    def _window_plan(self, duration: float, p_len: int = 0) -> tuple[list[tuple[int, int]], list[int]]:
+        """The windows of a ``duration``-second request with a ``p_len``-frame prompt: [(frames in the window, of
+        which prompt frames)], and the sampling steps of each."""
+        fr = self.frame_rate
+        total_frames = int(duration * fr)
+        window = int(self.max_duration * fr)
+        stride = int(self.extend_stride * fr)
+        # Window i covers frames [i * stride, i * stride + n_i) and is prompted with the previous window's tail
+        # (audiocraft's scheme); the plan is known up front, so progress counts steps across all windows.
+        plan: list[tuple[int, int]] = []  # (frames in the window, of which prompt frames)
+        offset = 0
+        if p_len > total_frames:
+            raise InvalidArgumentError(f"the prompt ({p_len / fr:.1f} s) is longer than the duration ({duration} s)")
+        if p_len > window:
+            raise InvalidArgumentError(f"the prompt ({p_len / fr:.2f} s) must not be longer than the model's "
+                                       f"{self.max_duration:g} s window; use a shorter prompt")
+        while True:
+            n = min(total_frames - offset, window)
+            plan.append((n, p_len))
+            if offset + n >= total_frames:
+                break
+            offset, p_len = offset + stride, n - stride
+        return plan, [self._pattern(n).num_steps - self._pattern(n).first_step_with_frame(pl) for n, pl in plan]
+
+    def _steps(self, duration: float, p_len: int = 0) -> int:
+        """Sampling steps of a ``duration``-second request with a ``p_len``-frame prompt."""
+        return sum(self._window_plan(duration, p_len)[1])
 
     def _pattern(self, num_frames: int):
         lm = self.config.lm
@@ -774,10 +799,10 @@ def _load_t5_encoder(folder: str) -> torch.nn.Module:
     return encoder
 
 
-def _progress_bar(total: int) -> Any:
+def _progress_bar(total: int, start: int = 0, desc: str = "generating") -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="step", desc="generating", dynamic_ncols=True)
+    return tqdm(total=total, initial=start, unit="step", desc=desc, dynamic_ncols=True)
 
 
 get_pretrained = MusicGen.from_pretrained
