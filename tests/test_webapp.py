@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import os
 import re
@@ -141,6 +142,26 @@ def test_continuing_an_upload(studio, hf_dir, tmp_path):
     data, sr = sf.read(final[1])
     assert sr == SR and abs(len(data) - 1.5 * SR) <= SR * 0.05
     assert "continues clip.wav" in final[7].iloc[0, 6]
+
+
+def test_tempo_drafts_from_the_form(studio, hf_dir, monkeypatch):
+    model = str(hf_dir)
+    with pytest.raises(InvalidArgumentError, match="tempo drafts must be a whole number"):
+        studio.build_request(**form(model, tempo_drafts=2.5))
+    with pytest.raises(InvalidArgumentError, match="tempo_drafts must be an integer from 0 to 16"):
+        studio.build_request(**form(model, tempo_drafts=17))
+    assert studio.build_request(**form(model, tempo_drafts=3.0)).tempo_drafts == 3  # a slider sends floats
+    # Drafts are whole first windows, so the page does not stream them even when asked to.
+    streaming = Studio(studio.pool, [model], max_duration=10.0, workdir=studio.workdir, streaming=True)
+    monkeypatch.setattr(Studio, "_stream", lambda *a, **k: pytest.fail("drafts were streamed"))
+    final = list(streaming.run(**form(model, prompt="rock at 120 BPM", tempo_drafts=2, seed=4, random_seed=False),
+                               stream_on=True, history=[]))[-1]
+    item = final[-1]
+    assert item.request["tempo_drafts"] == 2 and not item.streamed
+    assert json.loads(Path(item.sidecar).read_text(encoding="utf-8"))["request"]["tempo_drafts"] == 2
+    assert "2 tempo drafts" in final[7].iloc[0, 6]
+    data, sr = sf.read(final[1])
+    assert sr == SR and len(data) == SR
 
 
 def test_every_language_labels_the_same_components():
@@ -281,6 +302,25 @@ def test_generate_in_the_browser(page, tmp_path):
     page.wait_for_timeout(500)  # let the waveform and images settle
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_tempo_drafts_in_the_browser(page):
+    from playwright.sync_api import expect
+
+    page.fill("#prompt textarea", "a reel at 126 BPM")
+    number = page.locator("#duration input[type=number]")
+    number.fill("1")
+    number.press("Enter")
+    page.click("#advanced .label-wrap")
+    drafts = page.locator("#tempo-drafts input[type=number]")
+    drafts.fill("2")
+    drafts.press("Enter")
+    page.click("#generate")
+    expect(page.locator("#history")).to_contain_text("2 tempo drafts", timeout=120_000)
+    expect(page.locator("#result-info textarea")).not_to_have_value(re.compile(r"\(streamed\)"))
+    drafts.fill("0")
+    drafts.press("Enter")
+    page.click("#advanced .label-wrap")
 
 
 def test_chinese_switch_changes_the_labels(page):

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from yuefu.errors import InvalidArgumentError, YuefuError
+from yuefu.generation.tempo_drafts import MAX_DRAFTS
 from yuefu.service import GenerationRequest, GenerationResult, ModelPool, generate
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ TEXT: dict[str, dict[str, dict[str, Any]]] = {
         "temperature": {"label": "Temperature"},
         "cfg_coef": {"label": "Classifier-free guidance"},
         "extend_stride": {"label": "Window stride for long pieces (s)"},
+        "tempo_drafts": {"label": "Tempo drafts",
+                         "info": "for a prompt that states a BPM: try this many first windows and keep the one "
+                                 "nearest that tempo (0: off; slower, and not streamed)"},
         "seed": {"label": "Seed"},
         "random_seed": {"label": "Random seed"},
         "stream_on": {"label": "Play while generating"},
@@ -104,6 +108,9 @@ TEXT: dict[str, dict[str, dict[str, Any]]] = {
         "temperature": {"label": "温度"},
         "cfg_coef": {"label": "无分类器引导强度"},
         "extend_stride": {"label": "长曲目的窗口步长（秒）"},
+        "tempo_drafts": {"label": "速度草稿数",
+                         "info": "提示词写明速度（BPM）时：先生成这么多个开头，保留速度最接近的一个（0 为关闭；"
+                                 "更慢，且不边生成边播放）"},
         "seed": {"label": "随机种子"},
         "random_seed": {"label": "随机"},
         "stream_on": {"label": "边生成边播放"},
@@ -185,6 +192,17 @@ def page_settings(max_upload_mb: float = 20.0) -> dict[str, Any]:
     return {"theme": _theme(), "css": CSS, "max_file_size": int(max_upload_mb * 1024 * 1024)}
 
 
+def _whole(value: Any, what: str) -> int:
+    """A form number that must be whole (a slider sends 3.0); None is 0."""
+    try:
+        number = float(value or 0)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{what} must be a whole number, got {value!r}") from None
+    if number != int(number):
+        raise InvalidArgumentError(f"{what} must be a whole number, got {value!r}")
+    return int(number)
+
+
 def _message(lang: str, key: str, **values: Any) -> str:
     return MESSAGES.get(lang, MESSAGES["en"])[key].format(**values)
 
@@ -210,6 +228,8 @@ class HistoryItem:
         parts = [f"top-k {r['top_k']}", f"top-p {r['top_p']:g}", f"T {r['temperature']:g}", f"CFG {r['cfg_coef']:g}"]
         if not r["use_sampling"]:
             parts.insert(0, "greedy")
+        if r.get("tempo_drafts"):
+            parts.append(f"{r['tempo_drafts']} tempo drafts")
         if r.get("melody"):
             parts.append("melody " + Path(r["melody"]).name)
         if r.get("continuation"):
@@ -272,7 +292,7 @@ class Studio:
                       melody: str | None = None, continuation: str | None = None, use_sampling: bool = True,
                       top_k: float = 250, top_p: float = 0.0, temperature: float = 1.0, cfg_coef: float = 3.0,
                       extend_stride: float = 18.0, seed: float | None = None, random_seed: bool = True,
-                      lang: str = "en") -> GenerationRequest:
+                      lang: str = "en", tempo_drafts: float = 0) -> GenerationRequest:
         """The request the form describes; raises InvalidArgumentError (one line, in ``lang``) for bad input."""
         text = "" if unconditional else (prompt or "").strip()
         if not text and not unconditional:
@@ -297,7 +317,8 @@ class Studio:
         request = GenerationRequest(
             prompts=[text or None], model=model, duration=duration, seed=chosen_seed, use_sampling=bool(use_sampling),
             top_k=int(top_k), top_p=float(top_p), temperature=float(temperature), cfg_coef=float(cfg_coef),
-            extend_stride=float(extend_stride), melody=melody or None, continuation=continuation or None)
+            extend_stride=float(extend_stride), melody=melody or None, continuation=continuation or None,
+            tempo_drafts=_whole(tempo_drafts, "tempo drafts"))
         request.validate(self.max_duration)
         return request
 
@@ -306,13 +327,14 @@ class Studio:
             continuation: str | None, use_sampling: bool, top_k: float, top_p: float, temperature: float,
             cfg_coef: float, extend_stride: float, seed: float | None, random_seed: bool, stream_on: bool,
             lang: str, history: list[HistoryItem] | None,
-            progress: Any = None) -> Iterator[list[Any]]:
+            progress: Any = None, tempo_drafts: float = 0) -> Iterator[list[Any]]:
         """The Generate button: yields [stream chunk, result, files, details, spectrogram, chroma, history,
         history table, history files, shown item]; a chunk (stream only) while streaming, then the whole result."""
         history = list(history or [])
         try:
             request = self.build_request(prompt, unconditional, model, duration, melody, continuation, use_sampling,
-                                         top_k, top_p, temperature, cfg_coef, extend_stride, seed, random_seed, lang)
+                                         top_k, top_p, temperature, cfg_coef, extend_stride, seed, random_seed, lang,
+                                         tempo_drafts)
         except YuefuError as e:
             raise gr.Error(str(e), print_exception=False) from None
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -362,7 +384,8 @@ class Studio:
                 events.put(("loading", None))
             model = self.pool.get(request.model)
             can_stream = (stream_on and self.streaming and request.melody is None and request.continuation is None
-                          and request.duration <= model.max_duration and hasattr(model, "generate_stream"))
+                          and not request.tempo_drafts and request.duration <= model.max_duration
+                          and hasattr(model, "generate_stream"))
             if can_stream:
                 result = self._stream(request, model, events, stop)
             else:
@@ -506,6 +529,8 @@ def build_app(pool: ModelPool, default_model: str, models: list[str] | None = No
                         cfg_coef = gr.Slider(0.0, 10.0, value=3.0, step=0.1, elem_id="cfg", **en["cfg_coef"])
                     extend_stride = gr.Slider(1.0, 29.0, value=18.0, step=0.5, elem_id="extend-stride",
                                               **en["extend_stride"])
+                    tempo_drafts = gr.Slider(0, MAX_DRAFTS, value=0, step=1, elem_id="tempo-drafts",
+                                             **en["tempo_drafts"])
                     stream_on = gr.Checkbox(studio.streaming, interactive=studio.streaming, elem_id="stream-on",
                                             **en["stream_on"])
                 generate_btn = gr.Button(en["generate"]["value"], variant="primary", elem_id="generate")
@@ -533,7 +558,8 @@ def build_app(pool: ModelPool, default_model: str, models: list[str] | None = No
                       "melody": melody, "continuation": continuation, "advanced": advanced, "seed": seed,
                       "random_seed": random_seed, "use_sampling": use_sampling, "top_k": top_k, "top_p": top_p,
                       "temperature": temperature, "cfg_coef": cfg_coef, "extend_stride": extend_stride,
-                      "stream_on": stream_on, "generate": generate_btn, "hint": hint, "stream": stream,
+                      "tempo_drafts": tempo_drafts, "stream_on": stream_on, "generate": generate_btn, "hint": hint,
+                      "stream": stream,
                       "result": result, "info": info, "files": files, "spectrogram": spectrogram, "chroma": chroma,
                       "history_box": history_box, "history": table, "history_files": history_files}
 
@@ -556,14 +582,15 @@ def build_app(pool: ModelPool, default_model: str, models: list[str] | None = No
                         continuation: str | None, use_sampling: bool, top_k: float, top_p: float,
                         temperature: float, cfg_coef: float, extend_stride: float, seed: float | None,
                         random_seed: bool, stream: bool, lang: str, history: list[HistoryItem],
+                        tempo_drafts: float = 0,
                         progress: gr.Progress = gr.Progress()) -> Iterator[list[Any]]:  # noqa: B008 - Gradio's API
             # The parameters are the form's values (named as its components: Gradio's API page shows them).
             yield from studio.run(prompt, unconditional, model, duration, melody, continuation, use_sampling, top_k,
                                   top_p, temperature, cfg_coef, extend_stride, seed, random_seed, stream, lang,
-                                  history, progress=progress)
+                                  history, progress=progress, tempo_drafts=tempo_drafts)
 
         inputs = [prompt, unconditional, model, duration, melody, continuation, use_sampling, top_k, top_p,
-                  temperature, cfg_coef, extend_stride, seed, random_seed, stream_on, lang, history]
+                  temperature, cfg_coef, extend_stride, seed, random_seed, stream_on, lang, history, tempo_drafts]
         outputs = [stream, result, files, info, spectrogram, chroma, history, table, history_files, shown]
         generate_btn.click(on_generate, inputs, outputs, concurrency_limit=concurrency_limit,
                            concurrency_id="yuefu-generate", show_progress_on=[result, info], api_name="generate")
@@ -573,18 +600,18 @@ def build_app(pool: ModelPool, default_model: str, models: list[str] | None = No
         def reload(items: list[HistoryItem], code: str, evt: gr.SelectData) -> list[Any]:
             row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
             if not items or row is None or not 0 <= row < len(items):
-                return [gr.skip()] * 18
+                return [gr.skip()] * 19
             item = items[len(items) - 1 - row]  # the table is newest first
             r = item.request
             return [r["prompts"][0] or "", r["prompts"][0] is None, r["model"] if r["model"] in choices else gr.skip(),
                     min(r["duration"], max_duration), r["use_sampling"], r["top_k"], r["top_p"], r["temperature"],
                     r["cfg_coef"], min(r["extend_stride"], 29.0), gr.update(value=r["seed"], interactive=True), False,
                     item.audio, [item.audio, item.sidecar], studio.details(item, code), item.spectrogram,
-                    item.chroma, item]
+                    item.chroma, item, r.get("tempo_drafts", 0)]
 
         table.select(reload, [history, lang],
                      [prompt, unconditional, model, duration, use_sampling, top_k, top_p, temperature, cfg_coef,
-                      extend_stride, seed, random_seed, result, files, info, spectrogram, chroma, shown],
+                      extend_stride, seed, random_seed, result, files, info, spectrogram, chroma, shown, tempo_drafts],
                      queue=False, show_progress="hidden", api_visibility="private")
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     return demo
