@@ -13,9 +13,19 @@ import pytest
 import soundfile as sf
 import torch
 
+from yuefu.errors import InvalidArgumentError
 from yuefu.eval import cli as eval_cli
-from yuefu.eval.classifier import FAMILIES, chance_level, family_of, train_classifier
-from yuefu.eval.features import clip_statistics, fad, fad_embeddings, frechet_distance, log_mel
+from yuefu.eval.classifier import (
+    FAMILIES,
+    WINDOW,
+    chance_level,
+    family_of,
+    noise_floor,
+    train_classifier,
+    training_views,
+    window_features,
+)
+from yuefu.eval.features import fad, fad_embeddings, frechet_distance, log_mel
 from yuefu.eval.key import estimate_key, key_name, mirex_key_score, parse_key
 from yuefu.eval.metrics import mel_distance, si_snr
 from yuefu.eval.run import derangement, select_prompts
@@ -121,7 +131,8 @@ def test_log_mel_and_embedding_shapes():
     m = log_mel(x)
     assert m.shape == (2, 2 * SR // 320 + 1, 64)
     assert float(m.max()) == -80.0  # silence sits on the floor
-    assert clip_statistics(m[0]).shape == (256,)
+    assert window_features(m[0]).shape == (m.shape[1] // WINDOW, 128)  # the tail shorter than a window is dropped
+    assert window_features(m[0, :20]).shape == (1, 128)
     assert fad_embeddings(m[0]).shape == ((m.shape[1] - 96) // 48 + 1, 128)
     assert fad_embeddings(m[0, :50]).shape == (1, 128)
 
@@ -164,7 +175,6 @@ def test_tempo_of_a_click_track(bpm):
 def test_tempo_errors_and_the_missing_librosa_message(monkeypatch):
     import builtins
 
-    from yuefu.errors import InvalidArgumentError
     from yuefu.eval.tempo import octave_tempo_error, require_librosa, tempo_error
 
     assert tempo_error(62.0, 120.0) == 58.0
@@ -184,29 +194,50 @@ def test_tempo_errors_and_the_missing_librosa_message(monkeypatch):
 
 # --- the instrument classifier -------------------------------------------------------------------------------------
 
-def _instrument_clips(harmonics: tuple[float, ...], n: int, seed: int) -> torch.Tensor:
-    """n one-second melodies of random pitches on one timbre -> their clip statistics [n, 256]."""
+def test_window_features_and_noise_floor_closed_forms():
+    x = torch.arange(2 * WINDOW * 3, dtype=torch.float32).reshape(2 * WINDOW, 3)  # two windows of 3 bands
+    w = window_features(x)
+    first = x[:WINDOW]
+    assert torch.allclose(w[0], torch.cat([first.mean(0), first.std(0, unbiased=False)]))
+    assert torch.allclose(w[1, :3], x[WINDOW:].mean(0))
+    level = torch.tensor([[0.0, -100.0]])  # dB
+    floored = noise_floor(level, 30.0)  # a floor at -30 dB, added in power
+    assert floored[0, 0].item() == pytest.approx(10 * math.log10(1 + 10 ** -3.0), abs=1e-5)
+    assert floored[0, 1].item() == pytest.approx(10 * math.log10(10 ** -10.0 + 10 ** -3.0), abs=1e-4)
+    import random
+
+    views = training_views(x - 100.0, random.Random(0))
+    assert len(views) == 2 and torch.equal(views[0], w - torch.cat([torch.full((3,), 100.0), torch.zeros(3)]))
+    assert views[1][:, 3:].sum() < views[0][:, 3:].sum()  # a floor narrows the spread over time
+
+
+def _instrument_clips(harmonics: tuple[float, ...], n: int, seed: int) -> list[torch.Tensor]:
+    """n one-second melodies of random pitches on one timbre -> their window features ([W, 128] each)."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
         x = np.concatenate([tone(float(p), 0.25, harmonics) for p in rng.integers(55, 80, size=4)])
         x = x * rng.uniform(0.2, 0.9) + rng.normal(scale=1e-3, size=x.shape)
-        rows.append(clip_statistics(log_mel(torch.from_numpy(x).float())[0]))
-    return torch.stack(rows)
+        rows.append(window_features(log_mel(torch.from_numpy(x).float())[0]))
+    return rows
 
 
 def test_classifier_separates_two_synthetic_instruments(one_thread):
     flute = (1.0, 0.1)  # almost a pure tone
     reed = (1.0, 0.0, 0.6, 0.0, 0.4, 0.0, 0.3, 0.0, 0.2)  # odd harmonics, square-ish
-    x_train = torch.cat([_instrument_clips(flute, 16, 0), _instrument_clips(reed, 16, 1)])
+    x_train = _instrument_clips(flute, 16, 0) + _instrument_clips(reed, 16, 1)
     y_train = ["flute"] * 16 + ["reed"] * 16
-    x_test = torch.cat([_instrument_clips(flute, 10, 2), _instrument_clips(reed, 10, 3)])
+    x_test = _instrument_clips(flute, 10, 2) + _instrument_clips(reed, 10, 3)
     y_test = ["flute"] * 10 + ["reed"] * 10
+    state = torch.random.get_rng_state()
     model = train_classifier(x_train, y_train)
+    assert torch.equal(torch.random.get_rng_state(), state)  # seeded on its own: the caller's stream is untouched
     assert chance_level(y_test, 2) == 0.5
     assert model.accuracy(x_test, y_test) >= 0.9
     again = train_classifier(x_train, y_train)  # deterministic
-    assert torch.equal(again.weight, model.weight)
+    assert all(torch.equal(a, b) for a, b in zip(again.net.state_dict().values(), model.net.state_dict().values()))
+    with pytest.raises(InvalidArgumentError, match="one instrument family"):
+        train_classifier(x_train[:2], ["flute", "flute"])
 
 
 def test_families_cover_every_lead_the_renderer_uses():

@@ -1,12 +1,10 @@
-"""Audio features for evaluation: log-mel spectrograms, per-clip statistics, the FAD embedding, Fréchet distance.
+"""Audio features for evaluation: log-mel spectrograms, the FAD embedding, Fréchet distance.
 
 Everything here is plain torch (``torch.stft``) and numpy/scipy, with fixed parameters so that numbers from
 different runs compare:
 
 - :func:`log_mel`: 64 mel bands (HTK mel scale, 20 Hz - 16 kHz, triangles of unit peak) of the power spectrogram,
   n_fft 1024, Hann window, hop 320 (10 ms at 32 kHz), in dB: ``10 log10(max(mel power, 1e-8))`` (floor -80 dB).
-- :func:`clip_statistics`: one vector per clip for the instrument classifier: the mean and the standard deviation
-  over time of each band, and the mean and standard deviation of its frame-to-frame change (delta); 4 x 64 = 256.
 - :func:`fad_embeddings` (**the FAD embedding space**, "logmel-stats-128"): the log-mel frames cut into windows of
   0.96 s with a hop of 0.48 s (as VGGish cuts its frames); each window is the mean and standard deviation over its
   96 frames of each of the 64 bands: 128 numbers. FAD is the Fréchet distance between Gaussians fitted to all
@@ -90,14 +88,6 @@ def log_mel(wav: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> t
     return 10.0 * torch.log10(mel.clamp_min(DB_FLOOR))
 
 
-def clip_statistics(logmel: torch.Tensor) -> torch.Tensor:
-    """Log-mel [frames, 64] (or [B, frames, 64]) -> [256] (or [B, 256]): mean, std, mean |delta|, std delta."""
-    x = logmel if logmel.dim() == 3 else logmel[None]  # [B, frames, M]
-    delta = x[:, 1:] - x[:, :-1] if x.shape[1] > 1 else torch.zeros_like(x)
-    out = torch.cat([x.mean(1), x.std(1, unbiased=False), delta.abs().mean(1), delta.std(1, unbiased=False)], -1)
-    return out if logmel.dim() == 3 else out[0]
-
-
 def fad_embeddings(logmel: torch.Tensor) -> torch.Tensor:
     """Log-mel [frames, 64] of one clip -> embeddings [windows, 128] (0.96 s windows, hop 0.48 s).
 
@@ -151,6 +141,6 @@ def fad(embeddings_a: np.ndarray | torch.Tensor, embeddings_b: np.ndarray | torc
 
 
 __all__ = [
-    "FAD_EMBEDDING", "SAMPLE_RATE", "clip_statistics", "fad", "fad_embeddings", "frechet_distance", "gaussian_stats",
+    "FAD_EMBEDDING", "SAMPLE_RATE", "fad", "fad_embeddings", "frechet_distance", "gaussian_stats",
     "log_mel", "mel_filterbank",
 ]
