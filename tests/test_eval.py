@@ -315,7 +315,8 @@ def test_yuefu_eval_end_to_end(hf_dir, tmp_path, capsys, one_thread):
     write_corpus(tmp_path / "corpus")
     out = tmp_path / "report.json"
     code = eval_cli.main([str(hf_dir), "--corpus", str(tmp_path / "corpus"), "--prompts", "3", "--seconds", "1",
-                          "--seed", "0", "--json", str(out), "--device", "cpu", "--quiet"])
+                          "--seed", "0", "--json", str(out), "--device", "cpu", "--quiet",
+                          "--save-audio", str(tmp_path / "clips")])
     assert code == 0
     printed = capsys.readouterr().out
     assert "baseline: shuffled zh" in printed and "codec resynthesis" in printed
@@ -335,6 +336,16 @@ def test_yuefu_eval_end_to_end(hf_dir, tmp_path, capsys, one_thread):
     for name in ("real", "codec_resynth"):
         assert report[name]["adherence"]["clips"] == 3
     assert report["real"]["adherence"]["instrument_accuracy"] == 1.0
+    # --save-audio: every judged clip, named by its held-out clip; a saved clip gets the same tempo estimate.
+    from yuefu.eval.tempo import estimate_tempo
+
+    for lang in ("en", "zh"):
+        saved = sorted(p.stem for p in (tmp_path / "clips" / lang).glob("*.wav"))
+        assert saved == sorted(p["clip"] for p in report["prompts"])
+        first = report["prompts"][0]["clip"]
+        data, sr = sf.read(tmp_path / "clips" / lang / f"{first}.wav", dtype="float32")
+        assert sr == report["sample_rate"] and len(data) == sr  # 1 s
+        assert round(estimate_tempo(torch.from_numpy(data), sr), 2) == report[lang]["clips"][0]["tempo"]
     bad = [(p, v) for p, v in _finite_numbers(report) if not math.isfinite(v)]
     assert not bad, bad
 

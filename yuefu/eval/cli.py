@@ -33,6 +33,8 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
                    help="generate with N tempo drafts per prompt (see yuefu generate --help; default 0: off)")
     e.add_argument("--tempo-draft-seconds", type=float, default=None, metavar="S",
                    help="length of each tempo draft (default: the whole first window)")
+    e.add_argument("--save-audio", default=None, metavar="DIR",
+                   help="also write every generated clip, as DIR/en/CLIP.wav and DIR/zh/CLIP.wav")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
     return e
@@ -68,7 +70,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(args.model, args.corpus, n_prompts=args.prompts, seconds=args.seconds, seed=args.seed,
                       out_json=args.json, device=args.device, batch_size=args.batch_size, languages=languages,
                       tempo_drafts=args.tempo_drafts, tempo_draft_seconds=args.tempo_draft_seconds,
-                      progress=not args.quiet, log=lambda msg: print(msg, file=sys.stderr) if not args.quiet else None)
+                      progress=not args.quiet, log=lambda msg: print(msg, file=sys.stderr) if not args.quiet else None,
+                      save_audio=args.save_audio)
     print(format_report(report))
     if args.json:
         print(f"report: {args.json}")

@@ -241,12 +241,15 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
              out_json: str | os.PathLike | None = None, *, device: str | None = None, batch_size: int = 8,
              languages: Sequence[str] = LANGUAGES, top_k: int = 250, cfg_coef: float = 3.0,
              tempo_drafts: int = 0, tempo_draft_seconds: float | None = None, progress: bool = True,
-             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+             log: Callable[[str], None] | None = None,
+             save_audio: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (a path or hub id, or a loaded :class:`yuefu.MusicGen`) on ``corpus_dir``; the report.
 
     ``n_prompts`` held-out prompts (at most the valid split's size) get one ``seconds``-long clip each, per
     language in ``languages`` ("en", "zh"). The report (see the module docstring) is returned, and written as JSON
     to ``out_json`` when given. ``tempo_drafts`` and ``tempo_draft_seconds`` go to ``set_generation_params``.
+    ``save_audio``: a folder that gets every generated clip, as ``LANG/CLIP.wav`` (the held-out clip's name), so that
+    what was judged can be heard.
     """
     t0 = time.time()
     say = log or (lambda _msg: None)
@@ -258,6 +261,9 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
     if batch_size < 1:
         raise InvalidArgumentError(f"batch size must be >= 1, got {batch_size}")
     out_path = _check_out_json(out_json)
+    audio_dir = None if save_audio is None else Path(save_audio).expanduser()
+    if audio_dir is not None and audio_dir.exists() and not audio_dir.is_dir():
+        raise InvalidArgumentError(f"--save-audio {audio_dir}: exists and is not a folder")
     require_librosa()
     valid, train = load_split(corpus_dir, "valid"), load_split(corpus_dir, "train")
     chosen = select_prompts(valid, n_prompts, seed)
@@ -314,7 +320,9 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
     for lang in languages:
         prompts = [c.prompt_en if lang == "en" else c.prompt_zh for c in chosen]
         report[lang] = language_report(mg, prompts, targets, perm, classifier, reference, fad_codec, seed,
-                                       batch_size, progress, desc=f"generating ({lang})")
+                                       batch_size, progress, desc=f"generating ({lang})",
+                                       save_to=None if audio_dir is None else (audio_dir / lang,
+                                                                               [c.name for c in chosen]))
     report["wall_seconds"] = round(time.time() - t0, 1)
     if out_path is not None:
         _write_json(out_path, report)
@@ -323,15 +331,27 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
 
 def language_report(model: Any, prompts: Sequence[str], targets: Sequence[dict[str, Any]], perm: Sequence[int],
                     classifier: clf.InstrumentClassifier, reference: torch.Tensor, fad_codec: float, seed: int,
-                    batch_size: int, progress: bool, desc: str) -> dict[str, Any]:
+                    batch_size: int, progress: bool, desc: str,
+                    save_to: tuple[Path, Sequence[str]] | None = None) -> dict[str, Any]:
     """Generate one clip per prompt and judge them: adherence, the shuffled-prompt baseline, FAD, the targets.
 
-    ``reference``: FAD embeddings [windows, 128] of the real held-out clips; ``perm``: the derangement.
+    ``reference``: FAD embeddings [windows, 128] of the real held-out clips; ``perm``: the derangement;
+    ``save_to``: (folder, one name per prompt): each clip is written there as NAME.wav.
     """
     wavs, used = generate_clips(model, prompts, seed, batch_size, progress, desc=desc)
     if any(float(w.abs().max()) == 0.0 for w in wavs):
         logger.warning("some generated clips are silent")
     sr = int(model.sample_rate)
+    if save_to is not None:
+        from yuefu import audio
+
+        folder, names = save_to
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AudioFileError(f"cannot create {folder}: {e.strerror or e}") from None
+        for name, wav in zip(names, wavs):
+            audio.write(folder / f"{name}.wav", wav[None], sr, subtype="FLOAT", normalize="none")  # as judged
     measured = measure_clips(wavs, sr, classifier)
     fad_gen = feat.fad(_embeddings(measured), reference)
     k = len(clf.FAMILIES)
