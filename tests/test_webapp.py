@@ -146,8 +146,11 @@ def test_continuing_an_upload(studio, hf_dir, tmp_path):
 
 def test_tempo_drafts_from_the_form(studio, hf_dir, monkeypatch):
     model = str(hf_dir)
-    with pytest.raises(InvalidArgumentError, match="tempo drafts must be a whole number"):
-        studio.build_request(**form(model, tempo_drafts=2.5))
+    for bad in (2.5, float("inf"), float("nan"), "x"):
+        with pytest.raises(InvalidArgumentError, match="tempo drafts must be a whole number"):
+            studio.build_request(**form(model, tempo_drafts=bad))
+    with pytest.raises(InvalidArgumentError, match="seed must be a whole number"):
+        studio.build_request(**form(model, seed=float("inf"), random_seed=False))
     with pytest.raises(InvalidArgumentError, match="tempo_drafts must be an integer from 0 to 16"):
         studio.build_request(**form(model, tempo_drafts=17))
     assert studio.build_request(**form(model, tempo_drafts=3.0)).tempo_drafts == 3  # a slider sends floats

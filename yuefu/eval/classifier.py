@@ -149,8 +149,8 @@ def train_classifier(clips: Sequence[torch.Tensor], labels: Sequence[str], epoch
         order = torch.randperm(len(y))
         for step in range(steps):
             start = (step * batch_size) % len(y)
-            if start < batch_size and step > 0:
-                order = torch.randperm(len(y))  # a new pass
+            if start < batch_size and step > 0:  # a new pass, over a new permutation (as the step count wraps, its
+                order = torch.randperm(len(y))  # first `start` windows, random ones, are left out of this pass)
             i = order[start:start + batch_size]
             loss = torch.nn.functional.cross_entropy(net(x[i]), y[i], weight=class_weight)
             opt.zero_grad()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import queue
 import shutil
@@ -197,8 +198,8 @@ def _whole(value: Any, what: str) -> int:
     try:
         number = float(value or 0)
     except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{what} must be a whole number, got {value!r}") from None
-    if number != int(number):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
         raise InvalidArgumentError(f"{what} must be a whole number, got {value!r}")
     return int(number)
 
@@ -311,9 +312,7 @@ class Studio:
             raise InvalidArgumentError(_message(lang, "longer_than_result", seconds=clip, duration=duration))
         chosen_seed = None
         if not random_seed and seed is not None:
-            if float(seed) != int(seed):
-                raise InvalidArgumentError(f"seed must be a whole number, got {seed!r}")
-            chosen_seed = int(seed)
+            chosen_seed = _whole(seed, "seed")
         request = GenerationRequest(
             prompts=[text or None], model=model, duration=duration, seed=chosen_seed, use_sampling=bool(use_sampling),
             top_k=int(top_k), top_p=float(top_p), temperature=float(temperature), cfg_coef=float(cfg_coef),
