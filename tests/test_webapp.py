@@ -318,6 +318,9 @@ def test_tempo_drafts_in_the_browser(page):
     drafts = page.locator("#tempo-drafts input[type=number]")
     drafts.fill("2")
     drafts.press("Enter")
+    drafts.blur()
+    expect(drafts).to_have_value("2")
+    page.wait_for_timeout(500)  # the value reaches the page's state on change; let it land before Generate
     page.click("#generate")
     expect(page.locator("#history")).to_contain_text("2 tempo drafts", timeout=120_000)
     expect(page.locator("#result-info textarea")).not_to_have_value(re.compile(r"\(streamed\)"))
