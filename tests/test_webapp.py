@@ -257,11 +257,11 @@ def page(browser, app_url):
 
 
 def set_slider(page, elem_id: str, value: str) -> None:
-    """Type ``value`` into a slider's number box as a person would, and wait until the page holds it.
+    """Type ``value`` into a slider's number box and wait until the page holds it.
 
-    A slider inside an accordion that was just opened can still be mounting: in a slow CI run its first render
-    reset a value typed at once back to the default. So the value is typed again until it reads back the same
-    twice, a moment apart."""
+    In a clean CI run the tempo-drafts box (in an accordion just opened) read "0" again after "2" was typed; the
+    cause was not reproduced here, even with the browser's CPU throttled 30x. So the value is typed again until it
+    reads back the same twice, 300 ms apart; the callers then check that the server received it."""
     from playwright.sync_api import expect
 
     box = page.locator(f"#{elem_id} input[type=number]")
