@@ -69,6 +69,53 @@ def test_refuses_a_t5_model_and_a_non_empty_target(hf_dir, sentence_model_dir, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # nothing half-written left behind
 
 
+def _codec_copy(source: Path, part: str, seed: int) -> torch.nn.Module:
+    """The codec of ``source`` with noise added to the weights of ``part`` (decoder, encoder or codebooks)."""
+    from yuefu.train.models import load_codec
+
+    codec = load_codec(source)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in [*codec.named_parameters(), *codec.named_buffers()]:
+            if name.startswith(part) and t.is_floating_point() and (part != "quantizer" or name.endswith(".embed")):
+                t.add_(torch.randn(t.shape, generator=gen) * 0.05 * (t.abs().mean() + 1e-3))
+    return codec
+
+
+def test_package_ships_a_decoder_only_codec_and_refuses_one_that_changes_the_codes(sentence_model_dir, tmp_path):
+    """``--codec`` replaces the decoder (a decoder-only fine-tune keeps the LM's tokens meaningful); a codec whose
+    encoder or codebooks moved would make the LM's tokens other sounds, so it is refused and nothing is written."""
+    from yuefu.train.models import load_codec, save_codec
+
+    tuned = _codec_copy(sentence_model_dir, "decoder", 1)
+    save_codec(tuned, tmp_path / "tuned")
+    out = builtin.package_model(sentence_model_dir, tmp_path / "pk", codec=tmp_path / "tuned")
+    packaged = yuefu.MusicGen.from_pretrained(str(out), device="cpu").compression_model
+    with torch.no_grad():
+        for t in [*tuned.parameters(), *tuned.buffers()]:
+            if t.is_floating_point():
+                t.copy_(t.half().float())  # the reference: the tuned codec rounded to float16 by torch
+        original = load_codec(sentence_model_dir)
+        gen = torch.Generator().manual_seed(0)
+        codes = torch.randint(0, original.cardinality, (2, original.n_q, 25), generator=gen)
+        expected, got = tuned.decode(codes), packaged.decode(codes)  # [2, 1, T]
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert not torch.allclose(got, original.decode(codes), atol=1e-3)  # the decoder really was swapped
+        wav = torch.randn(1, 1, original.sample_rate // 2, generator=gen)
+        assert torch.equal(packaged.encode(wav), tuned.encode(wav))  # its encoder: the model's own, rounded
+
+    for part, seed in (("encoder", 2), ("quantizer", 3)):
+        save_codec(_codec_copy(sentence_model_dir, part, seed), tmp_path / part)
+        with pytest.raises(yuefu.errors.InvalidArgumentError, match="encoder or codebooks differ"):
+            builtin.package_model(sentence_model_dir, tmp_path / f"pk-{part}", codec=tmp_path / part)
+        assert not (tmp_path / f"pk-{part}").exists()
+    r = subprocess.run([*yuefu_cmd(), "train", "package", str(sentence_model_dir), str(tmp_path / "pk-cli"),
+                        "--codec", str(tmp_path / "encoder")], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "encoder or codebooks differ" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "pk-cli").exists()
+
+
 def test_a_builtin_model_is_the_default_when_shipped(sentence_model_dir, tmp_path, monkeypatch):
     """With a packaged yuefu-mini in the package, `yuefu generate` needs no --model and no network."""
     folder = builtin.builtin_folder("yuefu-mini")

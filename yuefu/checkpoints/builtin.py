@@ -37,20 +37,26 @@ def available() -> list[str]:
     return [name for name in BUILTIN_MODELS if builtin_folder(name) is not None]
 
 
-def package_model(src: str | os.PathLike, dst: str | os.PathLike, card: str | None = None) -> Path:
-    """Write trained model ``src`` (any loadable folder with a sentence-encoder conditioner) as a self-contained
-    float16 folder ``dst``: weights, config, the text encoder and a model card; atomically (temp folder, rename)."""
+def package_model(src: str | os.PathLike, dst: str | os.PathLike, card: str | None = None,
+                  codec: str | os.PathLike | None = None) -> Path:
+    """Write trained model ``src`` (any loadable folder with a sentence-encoder conditioner, or a built-in name) as
+    a self-contained float16 folder ``dst``: weights, config, the text encoder and a model card; atomically (temp
+    folder, rename). ``codec``: a codec folder (``yuefu train codec``'s RUN/model) whose weights replace the
+    model's; only a codec with the model's encoder and codebooks (a decoder-only fine-tune) is taken."""
     from safetensors.torch import load_file, save_file
 
     from yuefu.checkpoints import read_checkpoint, yuefu_format
     from yuefu.conditioners.sentence import resolve_sentence_encoder
 
-    src, dst = Path(src), Path(dst)
+    shipped = builtin_folder(str(src)) if not Path(src).exists() else None
+    src, dst = shipped or Path(src), Path(dst)
     ckpt = read_checkpoint(src)
     if ckpt.config.text.kind != "sentence":
         raise InvalidArgumentError(f"{src}: only models with a sentence-encoder conditioner can be packaged")
     if ckpt.codec is None:
         raise CheckpointError(f"{src}: the codec weights are not inside; package a model that holds them")
+    if codec is not None:
+        ckpt.codec = same_codes_codec(ckpt.codec, ckpt.config.codec, codec)
     if dst.exists() and any(dst.iterdir()):
         raise InvalidArgumentError(f"{dst}: exists and is not empty")
     encoder_dir = resolve_sentence_encoder(ckpt.config.text.name)
@@ -74,6 +80,34 @@ def package_model(src: str | os.PathLike, dst: str | os.PathLike, card: str | No
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp makes it private; a shipped model is world-readable
             path.chmod(0o755 if path.is_dir() else 0o644)
     return dst
+
+
+def same_codes_codec(current: dict[str, torch.Tensor], config: object,
+                     codec: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights of codec folder ``codec`` in checkpoint form (weight norm folded), after checking that they
+    encode and quantize as ``current`` does (same config, encoder weights and codebooks, to float16 precision),
+    so that an LM trained on the current codes still means the same sounds; only the decoder may differ."""
+    import dataclasses
+
+    from yuefu.codec.model import CompressionModel
+    from yuefu.train.models import load_codec
+
+    model = load_codec(codec).remove_weight_norm()
+    if dataclasses.asdict(model.config) != dataclasses.asdict(config):
+        raise InvalidArgumentError(f"--codec {codec}: its configuration differs from the model's codec")
+    own = CompressionModel(model.config).remove_weight_norm()  # both in plain weights, however each was stored
+    try:
+        own.load_state_dict({k: v.float() for k, v in current.items()})
+    except ValueError as e:
+        raise CheckpointError(f"the model's codec: {str(e)[:200]}") from None
+    new = {k: v.detach().float() for k, v in model.state_dict().items()}
+    for name, old in own.state_dict().items():
+        if (name.startswith("encoder.") or name.endswith(".embed")) and not torch.allclose(
+                new[name], old, rtol=2e-3, atol=1e-5):
+            raise InvalidArgumentError(
+                f"--codec {codec}: its encoder or codebooks differ from the model's ({name}), so the LM's tokens "
+                "would sound as other audio; train the decoder alone (model.freeze: [encoder, quantizer])")
+    return new
 
 
 def folder_size(folder: Path) -> int:

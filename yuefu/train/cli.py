@@ -4,7 +4,8 @@
     yuefu train codec CONFIG.yaml [--resume]      train a codec (SEANet + RVQ) on a folder or manifest of audio
     yuefu train lm CONFIG.yaml [--resume]         train / fine-tune MusicGen's LM on codec tokens (cached once)
     yuefu train merge-lora BASE ADAPTERS OUT      fold LoRA adapters into a model's weights
-    yuefu train package MODEL OUT [--card F]      a self-contained float16 folder (the built-in model's form)
+    yuefu train package MODEL OUT [--card F] [--codec DIR]   a self-contained float16 folder (the built-in
+                                                  model's form), optionally with a decoder-only fine-tuned codec
     torchrun --nproc-per-node N -m yuefu train lm CONFIG.yaml   the same, on N processes (DDP or FSDP)
 
 ``--set key.path=value`` overrides a config entry (repeatable). ``add_subparsers`` plugs these into the ``yuefu``
@@ -54,9 +55,13 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
     m.add_argument("--to", default="yuefu", choices=["yuefu", "transformers", "audiocraft"])
     m.set_defaults(func=cmd_merge_lora)
     k = tsub.add_parser("package", help="a trained model as a self-contained float16 folder (how yuefu-mini ships)")
-    k.add_argument("model", help="trained model folder (RUN/model) with a sentence-encoder conditioner")
+    k.add_argument("model", help="trained model folder (RUN/model) with a sentence-encoder conditioner, or a "
+                                 "built-in name (yuefu-mini)")
     k.add_argument("out", help="new folder, e.g. yuefu/builtin/yuefu-mini")
     k.add_argument("--card", default=None, help="a Markdown model card to put beside the weights")
+    k.add_argument("--codec", default=None, metavar="DIR",
+                   help="a codec folder (yuefu train codec's RUN/model) to ship instead of the model's own; it must "
+                        "keep the model's encoder and codebooks (a decoder-only fine-tune)")
     k.set_defaults(func=cmd_package)
     return train
 
@@ -133,7 +138,7 @@ def cmd_package(args: argparse.Namespace) -> int:
             card = Path(args.card).read_text(encoding="utf-8")
         except OSError as e:
             raise InvalidArgumentError(f"--card {args.card}: {e.strerror or e}") from None
-    out = package_model(args.model, args.out, card)
+    out = package_model(args.model, args.out, card, codec=args.codec)
     print(f"wrote {out} ({folder_size(out) / 1e6:.1f} MB, float16)")
     return 0
 
