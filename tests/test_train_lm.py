@@ -220,12 +220,13 @@ def test_shipped_example_configs_are_valid():
 
     from yuefu.train.config import CodecTrainConfig
 
-    folder = Path(__file__).resolve().parents[1] / "configs" / "train"
+    configs = Path(__file__).resolve().parents[1] / "configs"
     kinds = {"codec": CodecTrainConfig, "lm": LMTrainConfig, "finetune": LMTrainConfig}
-    found = sorted(folder.glob("*.yaml"))
-    assert len(found) >= 3
-    for path in found:
-        load_config(path, kinds[path.stem.split("-")[0]])
+    for folder in (configs / "train", configs / "yuefu-mini"):  # examples, and the built-in model's recipe
+        found = sorted(folder.glob("*.yaml"))
+        assert len(found) >= 3
+        for path in found:
+            load_config(path, kinds[path.stem.split("-")[0]])
 
 
 def test_tempo_token_trains_and_ships_with_the_model(tmp_path, t5_dir):
