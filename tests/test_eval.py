@@ -316,12 +316,15 @@ def test_yuefu_eval_end_to_end(hf_dir, tmp_path, capsys, one_thread):
     out = tmp_path / "report.json"
     code = eval_cli.main([str(hf_dir), "--corpus", str(tmp_path / "corpus"), "--prompts", "3", "--seconds", "1",
                           "--seed", "0", "--json", str(out), "--device", "cpu", "--quiet",
-                          "--save-audio", str(tmp_path / "clips")])
+                          "--save-audio", str(tmp_path / "clips"), "--top-k", "50", "--temperature", "0.9",
+                          "--cfg-coef", "2.5"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "baseline: shuffled zh" in printed and "codec resynthesis" in printed
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["n_prompts"] == 3 and len(report["prompts"]) == 3
+    gen = report["generation"]  # read back from the model after set_generation_params
+    assert (gen["top_k"], gen["temperature"], gen["cfg_coef"], gen["tempo_drafts"]) == (50, 0.9, 2.5, 0)
     assert report["fad_embedding"].startswith("logmel-stats-128")
     assert set(report["codec"]) == {"clips", "mel_distance_db", "si_snr_db", "baseline_first_codebook"}
     assert report["classifier"]["accuracy_real_valid"] == 1.0  # two timbres this different are easy
@@ -355,8 +358,11 @@ def test_yuefu_eval_one_line_errors(tmp_path, capsys):
     assert eval_cli.main(["m", "--corpus", str(tmp_path / "nope")]) == 2
     assert eval_cli.main(["m", "--corpus", str(tmp_path), "--languages", "fr"]) == 2
     assert eval_cli.main(["m", "--corpus", str(tmp_path)]) == 2  # no valid/ inside
+    assert eval_cli.main(["m", "--corpus", str(tmp_path), "--temperature", "-1"]) == 2
+    assert eval_cli.main(["m", "--corpus", str(tmp_path), "--top-k", "-5"]) == 2
+    assert eval_cli.main(["m", "--corpus", str(tmp_path), "--cfg-coef", "nan"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("yuefu: error: ") for line in err)
+    assert len(err) == 7 and all(line.startswith("yuefu: error: ") for line in err)
     write_corpus(tmp_path / "corpus", seconds=0.5)
     expected = 3 if HAVE_LIBROSA else 2  # without librosa the evaluation stops before loading the model
     assert eval_cli.main([str(tmp_path / "no-model"), "--corpus", str(tmp_path / "corpus"), "--quiet"]) == expected

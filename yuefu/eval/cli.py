@@ -29,6 +29,11 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     e.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     e.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     e.add_argument("--languages", default="en,zh", help="prompt languages, comma-separated (default en,zh)")
+    e.add_argument("--top-k", type=int, default=250, metavar="K",
+                   help="sample from the K likeliest tokens (default 250; 0: all)")
+    e.add_argument("--temperature", type=float, default=1.0, metavar="T", help="sampling temperature (default 1.0)")
+    e.add_argument("--cfg-coef", type=float, default=3.0, metavar="C",
+                   help="classifier-free guidance coefficient (default 3.0)")
     e.add_argument("--tempo-drafts", type=int, default=0, metavar="N",
                    help="generate with N tempo drafts per prompt (see yuefu generate --help; default 0: off)")
     e.add_argument("--tempo-draft-seconds", type=float, default=None, metavar="S",
@@ -50,6 +55,12 @@ def _check_args(args: argparse.Namespace) -> list[str]:
 
     if not 0 <= args.tempo_drafts <= MAX_DRAFTS:
         raise InvalidArgumentError(f"--tempo-drafts must be from 0 to {MAX_DRAFTS}, got {args.tempo_drafts}")
+    if args.top_k < 0:
+        raise InvalidArgumentError(f"--top-k must be >= 0 (0: the whole vocabulary), got {args.top_k}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise InvalidArgumentError(f"--temperature must be a number >= 0, got {args.temperature}")
+    if not math.isfinite(args.cfg_coef):
+        raise InvalidArgumentError(f"--cfg-coef must be a finite number, got {args.cfg_coef}")
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size must be >= 1, got {args.batch_size}")
     languages = [s.strip() for s in args.languages.split(",") if s.strip()]
@@ -69,6 +80,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     languages = _check_args(args)
     report = evaluate(args.model, args.corpus, n_prompts=args.prompts, seconds=args.seconds, seed=args.seed,
                       out_json=args.json, device=args.device, batch_size=args.batch_size, languages=languages,
+                      top_k=args.top_k, cfg_coef=args.cfg_coef, temperature=args.temperature,
                       tempo_drafts=args.tempo_drafts, tempo_draft_seconds=args.tempo_draft_seconds,
                       progress=not args.quiet, log=lambda msg: print(msg, file=sys.stderr) if not args.quiet else None,
                       save_audio=args.save_audio)

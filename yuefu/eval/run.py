@@ -240,14 +240,15 @@ def _load_model(model: Any, device: str | None) -> Any:
 def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, seconds: float = 10.0, seed: int = 0,
              out_json: str | os.PathLike | None = None, *, device: str | None = None, batch_size: int = 8,
              languages: Sequence[str] = LANGUAGES, top_k: int = 250, cfg_coef: float = 3.0,
-             tempo_drafts: int = 0, tempo_draft_seconds: float | None = None, progress: bool = True,
-             log: Callable[[str], None] | None = None,
+             temperature: float = 1.0, tempo_drafts: int = 0, tempo_draft_seconds: float | None = None,
+             progress: bool = True, log: Callable[[str], None] | None = None,
              save_audio: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (a path or hub id, or a loaded :class:`yuefu.MusicGen`) on ``corpus_dir``; the report.
 
     ``n_prompts`` held-out prompts (at most the valid split's size) get one ``seconds``-long clip each, per
     language in ``languages`` ("en", "zh"). The report (see the module docstring) is returned, and written as JSON
-    to ``out_json`` when given. ``tempo_drafts`` and ``tempo_draft_seconds`` go to ``set_generation_params``.
+    to ``out_json`` when given. ``top_k``, ``cfg_coef``, ``temperature`` (audiocraft's defaults), ``tempo_drafts``
+    and ``tempo_draft_seconds`` go to ``set_generation_params``.
     ``save_audio``: a folder that gets every generated clip, as ``LANG/CLIP.wav`` (the held-out clip's name), so that
     what was judged can be heard.
     """
@@ -275,8 +276,8 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
     say(f"loading {model if isinstance(model, (str, os.PathLike)) else 'the model'}")
     mg = _load_model(model, device)
     sr = int(mg.sample_rate)
-    mg.set_generation_params(duration=float(seconds), top_k=top_k, cfg_coef=cfg_coef, tempo_drafts=tempo_drafts,
-                             tempo_draft_seconds=tempo_draft_seconds)
+    mg.set_generation_params(duration=float(seconds), top_k=top_k, cfg_coef=cfg_coef, temperature=temperature,
+                             tempo_drafts=tempo_drafts, tempo_draft_seconds=tempo_draft_seconds)
 
     say(f"instrument classifier: {len(train)} real train clips")
     classifier, train_accuracy = fit_instrument_classifier(train, progress, seed)
@@ -303,8 +304,10 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
         "model": str(model) if isinstance(model, (str, os.PathLike)) else getattr(mg, "name", "model"),
         "corpus": str(Path(corpus_dir).expanduser()),
         "seed": seed, "n_prompts": len(chosen), "seconds": float(seconds), "sample_rate": sr,
-        "generation": {"top_k": top_k, "cfg_coef": cfg_coef, "batch_size": batch_size, "tempo_drafts": tempo_drafts,
-                       "tempo_draft_seconds": tempo_draft_seconds,
+        # what the model was set to generate with, read back from it
+        "generation": {"top_k": mg.params.top_k, "cfg_coef": mg.params.cfg_coef, "temperature": mg.params.temperature,
+                       "batch_size": batch_size, "tempo_drafts": mg.tempo_drafts,
+                       "tempo_draft_seconds": mg.tempo_draft_seconds,
                        "seeds": f"{seed} + batch index"},
         "tempo_reference": "sidecar bpm: beats per minute of the notated beat (quarter; dotted quarter in 6/8)",
         "fad_embedding": feat.FAD_EMBEDDING,
