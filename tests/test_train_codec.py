@@ -288,6 +288,51 @@ def test_decoder_fine_tune_keeps_the_codes(tmp_path):
     assert nsr_tuned < nsr_base
 
 
+def test_discriminator_warmup_trains_the_discriminator_alone(tmp_path):
+    """``discriminator.warmup_steps: N``: for N steps only the discriminator learns, against the fixed codec, whose
+    weights and codebooks stay bit-identical; its hinge loss leaves chance (2.0); from step N the codec trains."""
+    from yuefu.train import state as ckpt_state
+
+    data = tmp_path / "tones"
+    write_tones(data)
+    short = {"train.max_steps": 40, "checkpoint.every": 40, "log.num_samples": 0,
+             "losses": {"l1": 1.0, "msspec": 0.5, "adv": 0.0, "feat": 0.0}}
+    base = load_codec(train_codec(codec_config(data, tmp_path / "base", **short))).state_dict()
+    cfg = codec_config(data, tmp_path / "gan", **{
+        "train.max_steps": 40, "discriminator.warmup_steps": 30, "checkpoint.every": 10, "checkpoint.keep_last": 8,
+        "log.every": 10, "log.num_samples": 0,
+        "model.init_from": str(tmp_path / "base" / "model"), "model.freeze": ["encoder", "quantizer"]})
+    final = load_codec(train_codec(cfg)).state_dict()
+    states = {s: ckpt_state.load_state(ckpt_state.checkpoint_dir(tmp_path / "gan") / ckpt_state.step_name(s))
+              for s in (10, 30, 40)}
+    for step in (10, 30):  # the codec is untouched through the warm-up
+        assert all(torch.equal(states[step]["model"][k], base[k]) for k in base), step
+    d10, d30 = states[10]["discriminator"], states[30]["discriminator"]
+    assert any(not torch.equal(d10[k], d30[k]) for k in d10)  # while the discriminator learns
+    assert any(not torch.equal(final[k], base[k]) for k in base if k.startswith("decoder."))  # then the codec moves
+    train = {}
+    for r in csv.DictReader(open(tmp_path / "gan" / "metrics.csv")):
+        if r["split"] == "train":
+            train.setdefault(int(r["step"]), {})[r["name"]] = float(r["value"])
+    assert "g_loss" not in train[30] and "g_loss" in train[40]
+    print(f"\nwarm-up hinge loss: {train[10]['d_loss']:.3f} (step 10), {train[30]['d_loss']:.3f} (step 30); "
+          "chance 2.0")
+    assert train[30]["d_loss"] < 1.8
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"discriminator.warmup_steps": 5, "losses": {"l1": 1.0, "adv": 0.0, "feat": 0.0}},
+     "discriminator.warmup_steps: needs an adversarial loss"),
+    ({"discriminator.warmup_steps": 150}, "discriminator.warmup_steps: must be below train.max_steps"),
+    ({"discriminator.warmup_steps": -1}, "warmup_steps: must be >= 0"),
+])
+def test_discriminator_warmup_is_checked(tmp_path, changes, message):
+    from yuefu.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=message):
+        codec_config(tmp_path, tmp_path / "run", **changes)
+
+
 @pytest.mark.parametrize("model, message", [
     ({"freeze": ["decoder"]}, "needs model.init_from"),
     ({"init_from": "x", "freeze": ["vocoder"]}, "unknown part 'vocoder'"),

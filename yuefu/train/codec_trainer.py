@@ -154,9 +154,30 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
             x = batch["wav"].to(dev)  # [B, C, T]
             B = x.shape[0]
             fresh = [not bool(cb.inited) for cb in model.quantizer.codebooks]
+            if step < d.warmup_steps:  # the discriminator learns alone against the fixed codec
+                metrics = {"d_loss": _discriminator_warmup_step(model, disc_w, opt_d, x)}
+                step += 1
+                logger.advance(metrics)
+                if step % cfg.log.every == 0:
+                    elapsed, last_log = time.time() - last_log, time.time()
+                    logger.scalars(step, "train", {**metrics, "skipped_files": skips.total,
+                                                   "steps_per_s": cfg.log.every / max(elapsed, 1e-9)})
+                if step == d.warmup_steps:
+                    logger.write(f"step {step}: discriminator warm-up done (d_loss {metrics['d_loss']:.4f}); "
+                                 "the codec trains from here")
+                stopping = stop.check()
+                if stopping or step % cfg.checkpoint.every == 0:
+                    folder = _save(run_dir, step, cfg, info, model, disc, opt, opt_d, sched, balancer, ema,
+                                   skips.total)
+                    logger.write(f"step {step}: checkpoint {folder}")
+                common.maybe_kill(step)
+                if stopping:
+                    logger.write(f"stopped at step {step} (SIGTERM); continue with --resume")
+                    break
+                continue
             out = model_w(x)
             y = out.audio  # [B, C, T]
-            metrics: dict[str, float] = {}
+            metrics = {}
 
             if adversarial and step % d.every == 0:  # discriminator step (one forward: DDP syncs once)
                 logits, _ = disc_w(torch.cat([y.detach(), x]))
@@ -234,6 +255,25 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
             f"{skips.total} file(s) skipped")
     distributed.barrier()
     return final_dir
+
+
+def _discriminator_warmup_step(model: CompressionModel, disc: nn.Module, opt_d: torch.optim.Optimizer,
+                               x: Tensor) -> float:
+    """One warm-up step: the codec reconstructs ``x`` [B, C, T] in eval mode, without gradients (its weights,
+    codebooks and EMA statistics stay as they are); the discriminator takes a hinge-loss step. Its loss."""
+    was_training = [m.training for m in model.modules()]
+    model.eval()
+    with torch.no_grad():
+        y = model(x).audio  # [B, C, T]
+    for m, t in zip(model.modules(), was_training):
+        m.train(t)
+    B = x.shape[0]
+    logits, _ = disc(torch.cat([y, x]))
+    d_loss = discriminator_loss([lg[:B] for lg in logits], [lg[B:] for lg in logits])
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    opt_d.step()
+    return d_loss.item()
 
 
 @torch.no_grad()

@@ -133,6 +133,7 @@ class DiscriminatorConfig:
     hop_lengths: list[int] = field(default_factory=lambda: [256, 512, 128, 64, 32])
     win_lengths: list[int] = field(default_factory=lambda: [1024, 2048, 512, 256, 128])
     every: int = 1  # train the discriminator every N steps
+    warmup_steps: int = 0  # the first N steps train the discriminator alone; the codec is held fixed
 
 
 @dataclass
@@ -413,6 +414,8 @@ def _check_disc(c: DiscriminatorConfig) -> tuple[str, str] | None:
         return "n_ffts", "n_ffts, hop_lengths and win_lengths must have the same length"
     if c.every < 1:
         return "every", f"must be >= 1, got {c.every}"
+    if c.warmup_steps < 0:
+        return "warmup_steps", f"must be >= 0, got {c.warmup_steps}"
     return None
 
 
@@ -455,12 +458,22 @@ def _check_run_dir(c: Any) -> tuple[str, str] | None:
     return None
 
 
+def _check_codec_train(c: CodecTrainConfig) -> tuple[str, str] | None:
+    warmup = c.discriminator.warmup_steps
+    if warmup and not (c.losses.adv > 0 or c.losses.feat > 0):
+        return "discriminator.warmup_steps", "needs an adversarial loss (losses.adv or losses.feat > 0)"
+    if warmup and warmup >= c.train.max_steps:
+        return "discriminator.warmup_steps", (f"must be below train.max_steps ({c.train.max_steps}), got {warmup}: "
+                                              "the codec would never train")
+    return _check_run_dir(c)
+
+
 _CHECKS: dict[type, Any] = {
     DataConfig: _check_data, LMDataConfig: _check_lm_data, OptimConfig: _check_optim, RunConfig: _check_run,
     EMAConfig: _check_ema, CheckpointConfig: _check_checkpoint, LogConfig: _check_log,
     DiscriminatorConfig: _check_disc, LoRAConfig: _check_lora, LMModelConfig: _check_lm_model,
     CodecModelConfig: _check_codec_model,
-    CodecTrainConfig: _check_run_dir, LMTrainConfig: _check_run_dir,
+    CodecTrainConfig: _check_codec_train, LMTrainConfig: _check_run_dir,
 }
 
 
