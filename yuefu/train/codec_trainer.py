@@ -179,13 +179,8 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
             y = out.audio  # [B, C, T]
             metrics = {}
 
-            if adversarial and step % d.every == 0:  # discriminator step (one forward: DDP syncs once)
-                logits, _ = disc_w(torch.cat([y.detach(), x]))
-                d_loss = discriminator_loss([lg[:B] for lg in logits], [lg[B:] for lg in logits])
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                metrics["d_loss"] = d_loss.item()
+            if adversarial and step % d.every == 0:
+                metrics["d_loss"] = _discriminator_step(disc_w, opt_d, y.detach(), x)
 
             losses: dict[str, Tensor] = {}
             if losses_cfg.l1 > 0:
@@ -257,16 +252,9 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
     return final_dir
 
 
-def _discriminator_warmup_step(model: CompressionModel, disc: nn.Module, opt_d: torch.optim.Optimizer,
-                               x: Tensor) -> float:
-    """One warm-up step: the codec reconstructs ``x`` [B, C, T] in eval mode, without gradients (its weights,
-    codebooks and EMA statistics stay as they are); the discriminator takes a hinge-loss step. Its loss."""
-    was_training = [m.training for m in model.modules()]
-    model.eval()
-    with torch.no_grad():
-        y = model(x).audio  # [B, C, T]
-    for m, t in zip(model.modules(), was_training):
-        m.train(t)
+def _discriminator_step(disc: nn.Module, opt_d: torch.optim.Optimizer, y: Tensor, x: Tensor) -> float:
+    """One hinge-loss step of the discriminator on reconstructions ``y`` (detached) and originals ``x`` [B, C, T],
+    in one forward (under DDP, one sync). Its loss."""
     B = x.shape[0]
     logits, _ = disc(torch.cat([y, x]))
     d_loss = discriminator_loss([lg[:B] for lg in logits], [lg[B:] for lg in logits])
@@ -274,6 +262,19 @@ def _discriminator_warmup_step(model: CompressionModel, disc: nn.Module, opt_d: 
     d_loss.backward()
     opt_d.step()
     return d_loss.item()
+
+
+def _discriminator_warmup_step(model: CompressionModel, disc: nn.Module, opt_d: torch.optim.Optimizer,
+                               x: Tensor) -> float:
+    """One warm-up step: the codec reconstructs ``x`` [B, C, T] in eval mode, without gradients (its weights,
+    codebooks and EMA statistics stay as they are); the discriminator takes its step. Its loss."""
+    was_training = [m.training for m in model.modules()]
+    model.eval()
+    with torch.no_grad():
+        y = model(x).audio  # [B, C, T]
+    for m, t in zip(model.modules(), was_training):
+        m.train(t)
+    return _discriminator_step(disc, opt_d, y, x)
 
 
 @torch.no_grad()
