@@ -154,71 +154,58 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
             x = batch["wav"].to(dev)  # [B, C, T]
             B = x.shape[0]
             fresh = [not bool(cb.inited) for cb in model.quantizer.codebooks]
-            if step < d.warmup_steps:  # the discriminator learns alone against the fixed codec
+            warming = step < d.warmup_steps
+            if warming:  # the discriminator learns alone against the fixed codec
                 metrics = {"d_loss": _discriminator_warmup_step(model, disc_w, opt_d, x)}
-                step += 1
-                logger.advance(metrics)
-                if step % cfg.log.every == 0:
-                    elapsed, last_log = time.time() - last_log, time.time()
-                    logger.scalars(step, "train", {**metrics, "skipped_files": skips.total,
-                                                   "steps_per_s": cfg.log.every / max(elapsed, 1e-9)})
-                if step == d.warmup_steps:
-                    logger.write(f"step {step}: discriminator warm-up done (d_loss {metrics['d_loss']:.4f}); "
-                                 "the codec trains from here")
-                stopping = stop.check()
-                if stopping or step % cfg.checkpoint.every == 0:
-                    folder = _save(run_dir, step, cfg, info, model, disc, opt, opt_d, sched, balancer, ema,
-                                   skips.total)
-                    logger.write(f"step {step}: checkpoint {folder}")
-                common.maybe_kill(step)
-                if stopping:
-                    logger.write(f"stopped at step {step} (SIGTERM); continue with --resume")
-                    break
-                continue
-            out = model_w(x)
-            y = out.audio  # [B, C, T]
-            metrics = {}
-
-            if adversarial and step % d.every == 0:
-                metrics["d_loss"] = _discriminator_step(disc_w, opt_d, y.detach(), x)
-
-            losses: dict[str, Tensor] = {}
-            if losses_cfg.l1 > 0:
-                losses["l1"] = F.l1_loss(y, x)
-            if losses_cfg.msspec > 0:
-                losses["msspec"] = msspec(y, x)
-            if losses_cfg.mel > 0:
-                losses["mel"] = F.l1_loss(mel_l1(y), mel_l1(x))
-            if adversarial:
-                disc.requires_grad_(False)  # the generator's losses move the codec only
-                logits, fmaps = disc(torch.cat([y, x]))
-                disc.requires_grad_(True)
-                losses["adv"] = generator_adv_loss([lg[:B] for lg in logits])
-                losses["feat"] = feature_matching_loss([[f[:B] for f in fm] for fm in fmaps],
-                                                       [[f[B:] for f in fm] for fm in fmaps])
-            grad_y, g_loss = balancer.gradient(losses, y)
-            opt.zero_grad(set_to_none=True)
-            if losses_cfg.commit > 0 and out.commit_loss.requires_grad:
-                torch.autograd.backward([y, out.commit_loss * losses_cfg.commit], [grad_y, None])
             else:
-                y.backward(grad_y)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_norm or float("inf"))
-            opt.step()
-            sched.step()
-            if info.distributed and "quantizer" not in frozen:
-                sync_codebooks(model, fresh)
+                out = model_w(x)
+                y = out.audio  # [B, C, T]
+                metrics = {}
+
+                if adversarial and step % d.every == 0:
+                    metrics["d_loss"] = _discriminator_step(disc_w, opt_d, y.detach(), x)
+
+                losses: dict[str, Tensor] = {}
+                if losses_cfg.l1 > 0:
+                    losses["l1"] = F.l1_loss(y, x)
+                if losses_cfg.msspec > 0:
+                    losses["msspec"] = msspec(y, x)
+                if losses_cfg.mel > 0:
+                    losses["mel"] = F.l1_loss(mel_l1(y), mel_l1(x))
+                if adversarial:
+                    disc.requires_grad_(False)  # the generator's losses move the codec only
+                    logits, fmaps = disc(torch.cat([y, x]))
+                    disc.requires_grad_(True)
+                    losses["adv"] = generator_adv_loss([lg[:B] for lg in logits])
+                    losses["feat"] = feature_matching_loss([[f[:B] for f in fm] for fm in fmaps],
+                                                           [[f[B:] for f in fm] for fm in fmaps])
+                grad_y, g_loss = balancer.gradient(losses, y)
+                opt.zero_grad(set_to_none=True)
+                if losses_cfg.commit > 0 and out.commit_loss.requires_grad:
+                    torch.autograd.backward([y, out.commit_loss * losses_cfg.commit], [grad_y, None])
+                else:
+                    y.backward(grad_y)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_norm or float("inf"))
+                opt.step()
+                sched.step()
+                if info.distributed and "quantizer" not in frozen:
+                    sync_codebooks(model, fresh)
+                metrics.update({k: v.item() for k, v in losses.items()})
+                metrics.update({"g_loss": g_loss.item(), "commit": out.commit_loss.item(),
+                                "grad_norm": float(grad_norm), **balancer.metrics})
             step += 1
-            if ema is not None and step % cfg.ema.every == 0:
+            if ema is not None and not warming and step % cfg.ema.every == 0:
                 ema.update(model)
 
-            metrics.update({k: v.item() for k, v in losses.items()})
-            metrics.update({"g_loss": g_loss.item(), "commit": out.commit_loss.item(), "grad_norm": float(grad_norm),
-                            **balancer.metrics})
-            logger.advance({"g_loss": metrics["g_loss"], **({"l1": metrics["l1"]} if "l1" in metrics else {})})
+            logger.advance(metrics if warming else
+                           {"g_loss": metrics["g_loss"], **({"l1": metrics["l1"]} if "l1" in metrics else {})})
             if step % cfg.log.every == 0 or step == cfg.train.max_steps:
                 elapsed, last_log = time.time() - last_log, time.time()
                 logger.scalars(step, "train", {**metrics, "lr": sched.get_last_lr()[0], "skipped_files": skips.total,
                                                "steps_per_s": cfg.log.every / max(elapsed, 1e-9)})
+            if step == d.warmup_steps:
+                logger.write(f"step {step}: discriminator warm-up done (d_loss {metrics['d_loss']:.4f}); "
+                             "the codec trains from here")
             final = step == cfg.train.max_steps
             if valid_entries and (final or (cfg.log.valid_every and step % cfg.log.valid_every == 0)):
                 vm = validate(model, valid_entries, cfg, info)
