@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from yuefu.train import common
 from yuefu.train.balancer import Balancer
 from yuefu.train.codec_trainer import build_codec, train_codec
-from yuefu.train.config import CodecTrainConfig, from_dict
+from yuefu.train.config import CodecTrainConfig, from_dict, to_dict
 from yuefu.train.discriminator import (
     MultiScaleSTFTDiscriminator,
     discriminator_loss,
@@ -192,6 +200,47 @@ def test_codec_resumes_exactly_after_a_crash(tmp_path, monkeypatch):
     assert ref.keys() == res.keys()
     for k in ref:
         assert torch.equal(ref[k], res[k]), k
+
+
+def test_sigterm_to_the_whole_process_group_checkpoints_and_resumes(tmp_path):
+    """What a scheduler's pre-emption or ``timeout`` does: SIGTERM to every process of the run, its loader workers
+    included. The run saves a checkpoint after its current step and exits cleanly, and ``--resume`` finishes it.
+    (Before the workers ignored SIGTERM, their death made the main process fail with a traceback and no checkpoint.)"""
+    data = tmp_path / "tones"
+    write_tones(data)
+    run = tmp_path / "run"
+    config = tmp_path / "codec.yaml"
+    config.write_text(yaml.safe_dump(to_dict(codec_config(data, run, **{
+        "train.max_steps": 100_000, "checkpoint.every": 2, "log.num_samples": 0, "data.num_workers": 2}))))
+    command = [sys.executable, "-m", "yuefu.train.cli", "train", "codec", str(config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as under a scheduler
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "checkpoints" / "latest").exists():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    stopped = re.search(r"stopped at step (\d+) \(SIGTERM\)", out + err)
+    assert stopped, (out + err)[-3000:]
+    step = int(stopped[1])
+    assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{step:08d}"
+    assert not (run / "model").exists()
+
+    resumed = subprocess.run([*command, "--resume", "--set", f"train.max_steps={step + 2}"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"(step {step})" in resumed.stdout
+    assert load_codec(run / "model").sample_rate == SR
 
 
 def test_a_second_run_in_the_same_folder_needs_resume(tmp_path):

@@ -93,7 +93,15 @@ def loader(dataset: torch.utils.data.Dataset, sampler: GlobalBatchSampler | list
            num_workers: int) -> torch.utils.data.DataLoader:
     # its own generator: creating a loader must not draw from the global RNG that the training state restores
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                                       persistent_workers=False, generator=torch.Generator().manual_seed(0))
+                                       persistent_workers=False, generator=torch.Generator().manual_seed(0),
+                                       worker_init_fn=_worker_ignores_sigterm if num_workers else None)
+
+
+def _worker_ignores_sigterm(_worker_id: int) -> None:
+    """Schedulers and ``timeout`` send SIGTERM to the whole process group. A loader worker that died of it would make
+    the main process fail ("DataLoader worker ... killed by signal") before it could checkpoint; so workers ignore
+    it, and the main process (``StopRequest``) stops them with the loader when it has saved."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def valid_batches(num_items: int, global_batch: int, batches: int, info: DistInfo) -> list[list[tuple[int, int]]]:
