@@ -121,12 +121,32 @@ def test_tiny_codec_learns_tones_and_survives_a_corrupt_file(tmp_path, capsys):
     assert (tmp_path / "run" / "samples" / "step_00000150" / "0_reconstruction.wav").exists()
 
 
-def _valid_rows(metrics_csv) -> dict[int, dict[str, float]]:
+def _valid_rows(metrics_csv, split: str = "valid") -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
     for r in csv.DictReader(open(metrics_csv)):
-        if r["split"] == "valid":
+        if r["split"] == split:
             out.setdefault(int(r["step"]), {})[r["name"]] = float(r["value"])
     return out
+
+
+def test_logged_training_scalars_are_means_over_the_log_interval(tmp_path):
+    """A train row of metrics.csv stands for every step since the previous row: it is the mean of the values that
+    the same run, logging at every step, records for those steps (the runs are deterministic)."""
+    data = tmp_path / "tones"
+    write_tones(data)
+    rows = {}
+    for every in (1, 3):
+        run = tmp_path / f"every_{every}"
+        train_codec(codec_config(data, run, **{"train.max_steps": 6, "checkpoint.every": 6, "log.num_samples": 0,
+                                               "log.every": every}))
+        rows[every] = _valid_rows(run / "metrics.csv", "train")
+    assert sorted(rows[1]) == [1, 2, 3, 4, 5, 6] and sorted(rows[3]) == [3, 6]
+    for step in (3, 6):
+        for name in ("g_loss", "l1", "msspec", "adv", "feat", "d_loss", "grad_norm"):
+            mean = float(np.mean([rows[1][s][name] for s in (step - 2, step - 1, step)]))
+            assert rows[3][step][name] == pytest.approx(mean, rel=1e-4), (step, name)
+        # the mean, not the value of the step the row lands on: some of them differ by far more than the tolerance
+        assert any(rows[3][step][n] != pytest.approx(rows[1][step][n], rel=1e-2) for n in ("d_loss", "grad_norm"))
 
 
 def test_validation_split_logs_si_snr_and_mel_distance(tmp_path, capsys):

@@ -35,7 +35,7 @@ from yuefu.train.discriminator import (
     feature_matching_loss,
     generator_adv_loss,
 )
-from yuefu.train.logger import TrainLogger, format_metrics
+from yuefu.train.logger import IntervalMean, TrainLogger, format_metrics
 from yuefu.train.losses import MelDistance, MelSpectrogram, MultiScaleMelLoss, si_snr
 from yuefu.train.models import count_parameters, load_codec, save_codec
 
@@ -147,7 +147,7 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
                                  start_step=start, max_steps=cfg.train.max_steps)
 
     step = start
-    last_log = time.time()
+    last_log, last_log_step, interval = time.time(), start, IntervalMean()
     try:
         for batch in common.loader(train_set, sampler, collate_audio, cfg.data.num_workers):
             skips.add(batch["skipped"])
@@ -197,12 +197,14 @@ def _train(cfg: CodecTrainConfig, info: distributed.DistInfo, resume: bool, sour
             if ema is not None and not warming and step % cfg.ema.every == 0:
                 ema.update(model)
 
+            interval.add(metrics)
             logger.advance(metrics if warming else
                            {"g_loss": metrics["g_loss"], **({"l1": metrics["l1"]} if "l1" in metrics else {})})
             if step % cfg.log.every == 0 or step == cfg.train.max_steps:
                 elapsed, last_log = time.time() - last_log, time.time()
-                logger.scalars(step, "train", {**metrics, "lr": sched.get_last_lr()[0], "skipped_files": skips.total,
-                                               "steps_per_s": cfg.log.every / max(elapsed, 1e-9)})
+                steps_per_s, last_log_step = (step - last_log_step) / max(elapsed, 1e-9), step
+                logger.scalars(step, "train", {**interval.pop(), "lr": sched.get_last_lr()[0],
+                                               "skipped_files": skips.total, "steps_per_s": steps_per_s})
             if step == d.warmup_steps:
                 logger.write(f"step {step}: discriminator warm-up done (d_loss {metrics['d_loss']:.4f}); "
                              "the codec trains from here")

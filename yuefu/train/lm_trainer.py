@@ -37,7 +37,7 @@ from yuefu.lm.patterns import CodebookPattern, make_pattern
 from yuefu.train import common, distributed, lora, optim
 from yuefu.train import state as ckpt_state
 from yuefu.train.config import LMTrainConfig, from_dict, to_dict
-from yuefu.train.logger import TrainLogger, format_metrics
+from yuefu.train.logger import IntervalMean, TrainLogger, format_metrics
 from yuefu.train.models import build_text_conditioner, count_parameters, load_codec, write_musicgen
 
 ENCODE_CHUNK_SECONDS = 300.0  # longer files are encoded in windows of this length
@@ -257,7 +257,7 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
                      conditioner, mcfg)
 
     step = start
-    last_log = time.time()
+    last_log, last_log_step, interval = time.time(), step, IntervalMean()
     try:
         for batch in common.loader(train_set, sampler, collate_tokens, cfg.data.num_workers):
             skips.add(batch["skipped"])
@@ -292,13 +292,14 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
 
             ce_all = distributed.all_reduce_sum(ce_sum.detach())
             per_k = (ce_all / count_all.clamp(min=1)).tolist()
+            interval.add({"loss": sum(per_k) / len(per_k), **{f"ce_{k}": v for k, v in enumerate(per_k)},
+                          "grad_norm": float(grad_norm)})
             logger.advance({"loss": sum(per_k) / len(per_k), "lr": sched.get_last_lr()[0]})
             if step % cfg.log.every == 0 or step == cfg.train.max_steps:
                 elapsed, last_log = time.time() - last_log, time.time()
-                scalars = {"loss": sum(per_k) / len(per_k), **{f"ce_{k}": v for k, v in enumerate(per_k)},
-                           "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm),
-                           "skipped_files": skips.total, "steps_per_s": cfg.log.every / max(elapsed, 1e-9)}
-                logger.scalars(step, "train", scalars)
+                steps_per_s, last_log_step = (step - last_log_step) / max(elapsed, 1e-9), step
+                logger.scalars(step, "train", {**interval.pop(), "lr": sched.get_last_lr()[0],
+                                               "skipped_files": skips.total, "steps_per_s": steps_per_s})
             final = step == cfg.train.max_steps
             if valid_entries and (final or (cfg.log.valid_every and step % cfg.log.valid_every == 0)):
                 metrics = validate(model, valid_entries, cache, frames, pattern, cfg, info, mcfg, amp)

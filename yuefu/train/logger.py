@@ -14,6 +14,27 @@ from yuefu.errors import InvalidArgumentError
 from yuefu.train.config import LogConfig
 
 
+class IntervalMean:
+    """Per-step training scalars averaged over a log interval, so that a logged row stands for every step since the
+    previous row rather than for the one step that landed on it. Each name keeps its own count (the discriminator's
+    loss, say, exists only on the steps it trains)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        """The means since the last ``pop``; then start over."""
+        means = {name: total / self.counts[name] for name, total in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+
 class TrainLogger:
     def __init__(self, run_dir: Path, cfg: LogConfig, is_main: bool, max_steps: int, start_step: int, desc: str):
         self.run_dir, self.cfg, self.is_main = run_dir, cfg, is_main
