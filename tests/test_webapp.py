@@ -142,6 +142,9 @@ def test_continuing_an_upload(studio, hf_dir, tmp_path):
     data, sr = sf.read(final[1])
     assert sr == SR and abs(len(data) - 1.5 * SR) <= SR * 0.05
     assert "continues clip.wav" in final[7].iloc[0, 6]
+    # the downloadable sidecar names the upload as the user's file was called, not by the server's path to it
+    side = json.loads(Path(final[-1].sidecar).read_text(encoding="utf-8"))
+    assert side["request"]["continuation"] == "clip.wav" and len(side["continuation_sha256"]) == 64
 
 
 def test_tempo_drafts_from_the_form(studio, hf_dir, monkeypatch):

@@ -430,6 +430,11 @@ class Studio:
         audio_path = audio.write(base.with_suffix(".wav"), wav, result.sample_rate)
         sidecar = result.sidecar(0, audio_path)
         sidecar["streamed"] = streamed
+        # An upload is named as the user's file was (Gradio keeps it under a temporary folder that goes away); its
+        # sha256 beside it still identifies the exact audio.
+        for key in ("melody", "continuation"):
+            if sidecar["request"].get(key):
+                sidecar["request"][key] = Path(sidecar["request"][key]).name
         sidecar_path = base.with_suffix(".json")
         sidecar_path.write_text(json.dumps(sidecar, ensure_ascii=False, indent=2), encoding="utf-8")
         spec_path, chroma_path = folder / "spectrogram.png", folder / "chroma.png"
