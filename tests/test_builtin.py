@@ -59,6 +59,28 @@ def test_packaged_model_is_float16_self_contained_and_equal_to_the_rounded_sourc
     assert torch.equal(greedy_tokens(packaged), greedy_tokens(reference))
 
 
+def test_a_saved_copy_of_a_packaged_model_carries_its_text_encoder(sentence_model_dir, tmp_path):
+    """``save_pretrained`` of a model whose text encoder sits in a local folder (yuefu-mini's ``text_encoder/``)
+    copies the encoder in, so the copy loads and generates the same once the original folder is gone."""
+    import shutil
+
+    out = builtin.package_model(sentence_model_dir, tmp_path / "packaged")
+    model = yuefu.MusicGen.from_pretrained(str(out), device="cpu")
+    reference = greedy_tokens(model)
+    saved = model.save_pretrained(tmp_path / "saved")
+    assert json.loads((saved / "config.json").read_text())["config"]["text"]["name"] == "text_encoder"
+    assert {p.name for p in (saved / "text_encoder").iterdir()} == {p.name for p in (out / "text_encoder").iterdir()}
+    shutil.rmtree(out)
+    again = yuefu.MusicGen.from_pretrained(str(saved), device="cpu")
+    assert Path(again.config.text.name) == saved / "text_encoder"
+    assert torch.equal(greedy_tokens(again), reference)
+    # a model that names its encoder (the PyPI MiniLM) keeps the name: nothing is copied
+    plain = yuefu.MusicGen.from_pretrained(str(sentence_model_dir), device="cpu").save_pretrained(tmp_path / "plain")
+    assert not (plain / "text_encoder").exists()
+    assert json.loads((plain / "config.json").read_text())["config"]["text"]["name"] == \
+        "sentence-transformers/all-MiniLM-L6-v2"
+
+
 def test_refuses_a_t5_model_and_a_non_empty_target(hf_dir, sentence_model_dir, tmp_path):
     with pytest.raises(yuefu.errors.InvalidArgumentError, match="sentence-encoder"):
         builtin.package_model(hf_dir, tmp_path / "a")

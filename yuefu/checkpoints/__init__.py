@@ -46,6 +46,27 @@ def read_checkpoint(folder: str | os.PathLike, lazy: bool = False) -> Checkpoint
     return {"yuefu": yuefu_format.read, "transformers": transformers_format.read}[fmt](folder, lazy=lazy)
 
 
+ENCODER_DIR = "text_encoder"  # a sentence encoder inside a model folder (yuefu_format.read resolves it there)
+_ENCODER_SUFFIXES = (".json", ".txt", ".model", ".safetensors")  # config, tokenizer, weights; never pickles
+
+
+def _with_local_encoder_inside(ckpt: Checkpoint, folder: Path) -> Checkpoint:
+    """A sentence encoder that was loaded from a local folder (a built-in model's copy, yuefu's cache) is copied into
+    ``folder`` and named relative to it, so that the written model still loads once that path is gone (another
+    machine, another install). A hub or package name (MiniLM's) stays a name."""
+    name = ckpt.config.text.name
+    if ckpt.config.text.kind != "sentence" or not name or not Path(name).is_absolute() or not Path(name).is_dir():
+        return ckpt
+    target = folder / ENCODER_DIR
+    target.mkdir()
+    for src in sorted(Path(name).iterdir()):
+        if src.is_file() and src.suffix in _ENCODER_SUFFIXES:
+            shutil.copy2(src, target / src.name)
+    ckpt = dataclasses.replace(ckpt, config=copy.deepcopy(ckpt.config))
+    ckpt.config.text.name = ENCODER_DIR
+    return ckpt
+
+
 def write_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, fmt: str = "yuefu") -> Path:
     """Write ``ckpt`` in ``fmt`` atomically: into a temporary sibling folder, then renamed into place."""
     if fmt not in FORMATS:
@@ -62,7 +83,7 @@ def write_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, fmt: str = "yu
     try:
         with atomic_folder(folder) as tmp:
             if fmt == "yuefu":
-                yuefu_format.write(ckpt, tmp)
+                yuefu_format.write(_with_local_encoder_inside(ckpt, tmp), tmp)
             elif fmt == "transformers":
                 transformers_format.write(ckpt, tmp)
             else:
