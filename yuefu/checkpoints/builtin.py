@@ -84,9 +84,9 @@ def package_model(src: str | os.PathLike, dst: str | os.PathLike, card: str | No
 
 def same_codes_codec(current: dict[str, torch.Tensor], config: object,
                      codec: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The weights of codec folder ``codec`` in checkpoint form (weight norm folded), after checking that they
-    encode and quantize as ``current`` does (same config, encoder weights and codebooks, to float16 precision),
-    so that an LM trained on the current codes still means the same sounds; only the decoder may differ."""
+    """``current`` with its decoder replaced by that of codec folder ``codec`` (weight norm folded), after checking
+    that the folder encodes and quantizes as ``current`` does (same config, encoder weights and codebooks, to float16
+    precision), so that an LM trained on the current codes still means the same sounds."""
     import dataclasses
 
     from yuefu.codec.model import CompressionModel
@@ -107,7 +107,10 @@ def same_codes_codec(current: dict[str, torch.Tensor], config: object,
             raise InvalidArgumentError(
                 f"--codec {codec}: its encoder or codebooks differ from the model's ({name}), so the LM's tokens "
                 "would sound as other audio; train the decoder alone (model.freeze: [encoder, quantizer])")
-    return new
+    # Only the decoder is taken: the encoder and codebooks stay the model's own tensors, bit for bit, rather than the
+    # codec folder's copies, which may differ by rounding (each weight spelling loads; see CompressionModel).
+    return {**{k: v for k, v in current.items() if not k.startswith("decoder.")},
+            **{k: v for k, v in new.items() if k.startswith("decoder.")}}
 
 
 def folder_size(folder: Path) -> int:
