@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -91,6 +92,21 @@ def test_melody_file_conditions_a_melody_model_and_is_fingerprinted(hf_melody_di
     assert run("generate", "rock", "--model", str(hf_melody_dir), "--duration", "1", "--seed", "2", "--out",
                str(plain), "--quiet").returncode == 0
     assert not np.array_equal(sf.read(str(out))[0], sf.read(str(plain))[0])  # the melody changed the music
+    # a sidecar that names its melody as uploaded (the web app, the API) regenerates with the file beside it
+    downloads, elsewhere = tmp_path / "downloads", tmp_path / "elsewhere"  # run from a folder without the tune
+    downloads.mkdir()
+    elsewhere.mkdir()
+    shutil.copy2(melody, downloads / "tune.wav")
+    side["request"]["melody"] = "tune.wav"
+    (downloads / "restyled.json").write_text(json.dumps(side))
+    r = run("generate", "--from-sidecar", str(downloads / "restyled.json"), "--out", str(tmp_path / "z.wav"),
+            "--quiet", cwd=elsewhere)
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(sf.read(str(tmp_path / "z.wav"))[0], sf.read(str(out))[0])
+    (downloads / "tune.wav").unlink()
+    r = run("generate", "--from-sidecar", str(downloads / "restyled.json"), "--out", str(tmp_path / "z2.wav"),
+            cwd=elsewhere)
+    assert r.returncode == AudioFileError.exit_code and "beside the sidecar" in one_error_line(r)
     tone(melody, freq=330.0)  # the input changed: regeneration refuses rather than making something else
     r = run("generate", "--from-sidecar", str(out.with_suffix(".json")), "--out", str(tmp_path / "x.wav"))
     assert r.returncode == AudioFileError.exit_code and "has changed" in one_error_line(r)

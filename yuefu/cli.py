@@ -224,10 +224,19 @@ def _request_from_sidecar(path: str) -> tuple[GenerationRequest, int, dict[str, 
     index = data["batch_index"]
     if not isinstance(index, int) or not 0 <= index < len(request.prompts):
         raise InvalidArgumentError(f"--from-sidecar {path}: batch_index {index!r} is out of range")
+    # A relative name (the web app and the API record an upload as the user's file was called) is looked for in the
+    # current folder, then beside the sidecar.
+    beside = Path(path).parent
+    for field in ("melody", "continuation"):
+        file = getattr(request, field)
+        if file is not None and not Path(file).is_absolute() and not Path(file).is_file() \
+                and (beside / file).is_file():
+            setattr(request, field, str(beside / file))
     for key, file in (("melody_sha256", request.melody), ("continuation_sha256", request.continuation)):
         if key in data and file is not None:
             if not Path(file).is_file():
-                raise AudioFileError(f"--from-sidecar {path}: the input audio {file} is not there any more")
+                where = "" if Path(file).is_absolute() else " (looked in the current folder and beside the sidecar)"
+                raise AudioFileError(f"--from-sidecar {path}: the input audio {file} is not there any more{where}")
             if _sha256(file) != data[key]:
                 raise AudioFileError(f"--from-sidecar {path}: {file} has changed since the file was made")
     return request, index, data
