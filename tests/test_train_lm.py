@@ -128,6 +128,28 @@ def test_lm_memorises_a_clip_and_regenerates_it(tmp_path, t5_dir):
     assert torch.equal(tokens, expected)
 
 
+def test_logged_training_loss_is_the_mean_over_the_log_interval(tmp_path, t5_dir):
+    """A train row stands for the steps since the previous row: the mean of what the same (deterministic) run,
+    logging at every step, records for them."""
+    data = tmp_path / "data"
+    make_noise_clips(data, ["lo-fi hip hop with a warm piano", "rock band"])
+    codec = make_codec(tmp_path / "codec")
+    rows: dict[int, dict[int, dict[str, float]]] = {}
+    for every in (1, 2):
+        train_lm(from_dict(LMTrainConfig, lm_config(tmp_path / f"every_{every}", data, codec, t5_dir, **{
+            "train.max_steps": 4, "log.every": every})))
+        rows[every] = {}
+        for r in csv.DictReader(open(tmp_path / f"every_{every}" / "metrics.csv")):
+            if r["split"] == "train":
+                rows[every].setdefault(int(r["step"]), {})[r["name"]] = float(r["value"])
+    assert sorted(rows[2]) == [2, 4]
+    for step in (2, 4):
+        for name in ("loss", "ce_0", "grad_norm"):
+            mean = (rows[1][step - 1][name] + rows[1][step][name]) / 2
+            assert rows[2][step][name] == pytest.approx(mean, rel=1e-4), (step, name)
+        assert rows[2][step]["loss"] != pytest.approx(rows[1][step]["loss"], rel=1e-3)
+
+
 def test_validation_logs_per_codebook_cross_entropy_and_perplexity(tmp_path, t5_dir):
     """A run with a separate validation set (``data.valid_path``) validates every ``log.valid_every`` steps and at
     the end. metrics.csv holds, per codebook, the cross-entropy ce_k and the perplexity ppl_k = exp(ce_k), with

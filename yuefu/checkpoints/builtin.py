@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from yuefu.atomic import atomic_folder
+from yuefu.checkpoints import ENCODER_DIR
 from yuefu.errors import CheckpointError, InvalidArgumentError
 
 BUILTIN_MODELS = ("yuefu-mini",)
-TEXT_ENCODER_DIR = "text_encoder"
+TEXT_ENCODER_DIR = ENCODER_DIR  # the sentence encoder's folder inside a model folder
 _ENCODER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 

@@ -292,9 +292,10 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
 
             ce_all = distributed.all_reduce_sum(ce_sum.detach())
             per_k = (ce_all / count_all.clamp(min=1)).tolist()
-            interval.add({"loss": sum(per_k) / len(per_k), **{f"ce_{k}": v for k, v in enumerate(per_k)},
+            loss_mean = sum(per_k) / len(per_k)
+            interval.add({"loss": loss_mean, **{f"ce_{k}": v for k, v in enumerate(per_k)},
                           "grad_norm": float(grad_norm)})
-            logger.advance({"loss": sum(per_k) / len(per_k), "lr": sched.get_last_lr()[0]})
+            logger.advance({"loss": loss_mean, "lr": sched.get_last_lr()[0]})
             if step % cfg.log.every == 0 or step == cfg.train.max_steps:
                 elapsed, last_log = time.time() - last_log, time.time()
                 steps_per_s, last_log_step = (step - last_log_step) / max(elapsed, 1e-9), step
