@@ -46,6 +46,9 @@ def read_sections() -> dict[str, list[str]]:
     ("钢琴和弦乐", "piano and strings"),  # not 钢琴|和弦|乐: the segmentation leaving no character out wins
     ("古筝、二胡和琵琶", "guzheng, erhu and pipa"),
     ("ＥＤＭ，１２０ＢＰＭ，钢琴", "EDM, 120 BPM, piano"),  # full-width forms
+    ("五声调式的中国民歌", "pentatonic Chinese folk song"),  # not 五|声|调式 ("sound mode")
+    ("排箫和无品贝斯", "pan flute and fretless bass"),  # not 排|箫 ("xiao"), not 无|品 ("no")
+    ("活泼而喜悦，充满活力", "lively and joyful, energetic"),
 ])
 def test_exact_translations(prompt, expected):
     result = normalize_prompt(prompt)
@@ -61,6 +64,12 @@ def test_exact_translations(prompt, expected):
     ("雨夜里的萨克斯", "saxophone in rainy night"),
     ("伴随着雨声的钢琴曲", "piano piece accompanied by rain sounds"),
     ("适合夏天的海边的流行", "pop for summer seaside"),
+    ("二胡演奏的忧伤旋律", "melancholic melody played on erhu"),  # no 用/由: the playing verb before 的 suffices
+    ("古筝、二胡和鼓演奏的民谣", "folk played on guzheng, erhu and drums"),  # the whole list of players moves
+    ("贝斯和鼓伴奏的古筝", "guzheng accompanied by bass and drums"),
+    ("钢琴演奏的欢快的民谣", "upbeat folk played on piano"),  # the head is the last of "X 的 Y 的 Z"
+    ("雨夜里的安静的钢琴", "quiet piano in rainy night"),
+    ("欢快的钢琴演奏", "upbeat piano performance"),  # no 的 after the verb: nothing to move behind
 ])
 def test_phrases_are_reordered_the_english_way(prompt, expected):
     assert normalize_prompt(prompt).text_used == expected
@@ -141,3 +150,43 @@ def test_coverage_of_realistic_prompts(capsys):
         for share, prompt, result in sorted(per_prompt, key=lambda item: item[0])[:5]:
             print(f"    {share:.2f} {prompt} -> {result.text_used} (unknown {result.unknown})")
     assert coverage >= 0.95
+
+
+# Where the corpus's Chinese instrument name has its own usual English name, not the General MIDI one it renders.
+CHINESE_NAMES = {"koto": "guzheng", "shehnai": "suona", "dulcimer": "yangqin", "organ": "pipe organ",
+                 "nylon_guitar": "classical guitar", "upright_bass": "double bass"}
+
+
+def test_the_corpus_chinese_captions_translate_whole():
+    """Every Chinese caption the corpus renderer writes reaches the encoder whole: no character dropped, and its
+    instruments, BPM and key in the English the corpus's bilingual tables give (the LM trains on both languages,
+    so a Chinese prompt then reads like the English captions it learnt from)."""
+    import random
+
+    from yuefu.data import captions as C
+    from yuefu.data.arrange import INSTRUMENTS
+
+    rng = random.Random(0)
+    names = sorted(INSTRUMENTS)
+    for lead in names:
+        for _ in range(6):
+            others = [x for x in rng.sample(names, rng.choice([0, 1, 2])) if x != lead]
+            f = C.CaptionFields(style=rng.choice(sorted(C.STYLE_GENRES)),
+                                culture=rng.choice(sorted(C.CULTURE_ADJECTIVES)), lead=lead, others=others,
+                                bpm=rng.randrange(60, 180), tonic=rng.randrange(12),
+                                mode=rng.choice(["major", "minor"]), pentatonic=rng.random() < 0.5,
+                                fast=rng.random() < 0.5)
+            _, zh = C.captions(f, C.moods(f, rng), rng, n=12)
+            for caption in zh:
+                out = normalize_prompt(caption)
+                assert out.unknown == [], (caption, out)
+                text = out.text_used.lower()
+                named = [x for x in (lead, *others) if INSTRUMENTS[x].zh in caption]
+                for x in named:
+                    assert CHINESE_NAMES.get(x, INSTRUMENTS[x].en).lower() in text, (caption, out.text_used, x)
+                if str(f.bpm) in caption:
+                    assert f"{f.bpm} bpm" in text, (caption, out.text_used)
+                if C.key_name_zh(f.tonic, f.mode) in caption:
+                    assert C.key_name(f.tonic, f.mode).lower() in text, (caption, out.text_used)
+                if "五声调式" in caption:
+                    assert "pentatonic" in text

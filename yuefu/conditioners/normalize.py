@@ -73,6 +73,8 @@ _GENRES = {
     "战歌": "battle song", "颂歌": "hymn", "圣歌": "hymn", "赞美诗": "hymn", "葬礼进行曲": "funeral march",
     "婚礼进行曲": "wedding march", "阿卡贝拉": "a cappella", "无伴奏": "a cappella", "白噪音": "white noise",
     "故障音效": "glitch effects", "故障": "glitch",
+    "众赞歌": "chorale", "圣咏": "chorale", "民间音乐": "folk music", "民间": "folk", "五声调式": "pentatonic",
+    "五声": "pentatonic",
 }
 
 _INSTRUMENTS = {
@@ -121,6 +123,14 @@ _INSTRUMENTS = {
     "弹拨": "plucked", "滑音": "slides", "颤音": "vibrato", "泛音": "harmonics", "连奏": "legato",
     "断奏": "staccato", "混响": "reverb", "回声": "echo", "延迟": "delay", "失真": "distortion",
     "延迟吉他": "delay-drenched guitar", "吉他切分": "syncopated guitar", "主音": "lead",
+    "主奏": "lead", "锯齿波合成器": "sawtooth synth lead", "锯齿波": "sawtooth", "方波合成器": "square-wave synth lead",
+    "方波": "square wave", "合成器贝斯": "synth bass", "合成贝斯": "synth bass", "合成弦乐": "synth strings",
+    "合成器弦乐": "synth strings", "合成": "synth", "无品贝斯": "fretless bass", "无品": "fretless",
+    "清音电吉他": "clean electric guitar", "清音吉他": "clean guitar", "清音": "clean",
+    "过载电吉他": "overdriven guitar", "过载吉他": "overdriven guitar", "过载": "overdrive",
+    "失真电吉他": "distorted electric guitar", "竖笛": "recorder", "排箫": "pan flute", "哨笛": "tin whistle",
+    "锡笛": "tin whistle", "民间提琴": "fiddle", "温暖的合成器铺底": "warm synth pad",
+    "温暖合成器铺底": "warm synth pad", "四声部": "four voices", "声部": "voices",
 }
 
 _MOODS = {
@@ -157,6 +167,8 @@ _MOODS = {
     "太空感": "spacey", "工业感": "industrial", "充满能量": "energetic", "能量": "energy", "专注": "focus",
     "复杂": "complex", "重复": "repetitive", "上升": "rising", "极快": "extremely fast", "极慢": "extremely slow",
     "不协和": "dissonant", "和谐": "harmonious", "即兴": "improvised", "欢腾": "jubilant", "强烈": "strong",
+    "喜悦": "joyful", "充满活力": "energetic", "富有活力": "energetic", "活力": "energy", "富有戏剧性": "dramatic",
+    "戏剧性": "dramatic", "虔诚": "reverent", "质朴": "rustic",
 }
 
 _TEMPO_AND_FORM = {
@@ -221,7 +233,8 @@ _SCENES = {
     "埃及": "Egyptian", "中国": "Chinese", "日本": "Japanese", "日式": "Japanese-style", "和风": "Japanese style",
     "韩国": "Korean", "印度": "Indian", "中东": "Middle Eastern", "非洲": "African", "爱尔兰": "Irish",
     "西班牙": "Spanish", "法国": "French", "法式": "French", "美国": "American", "美式": "American",
-    "英国": "British", "英伦": "British", "巴西": "Brazilian", "拉美": "Latin American", "新疆": "Xinjiang",
+    "英国": "British", "德国": "German", "意大利": "Italian", "俄罗斯": "Russian", "苏格兰": "Scottish",
+    "英伦": "British", "巴西": "Brazilian", "拉美": "Latin American", "新疆": "Xinjiang",
     "西藏": "Tibetan", "藏族": "Tibetan", "蒙古": "Mongolian", "呼麦": "throat singing", "粤语": "Cantonese",
     "台湾": "Taiwanese", "香港": "Hong Kong", "港风": "Hong Kong style", "宫崎骏": "Ghibli", "久石让": "Joe Hisaishi",
     "人": "people", "角色": "character", "英雄主题": "heroic theme",
@@ -336,7 +349,8 @@ _DESCRIPTORS = {
     "低音线": "bassline", "背景": "background", "演唱": "singing", "歌声": "singing", "演奏": "performance",
     "弹奏": "playing", "演绎": "rendition", "很": "very", "非常": "very", "十分": "very", "有点": "a bit",
     "稍微": "slightly", "略": "slightly", "极其": "extremely", "超级": "super", "特别": "especially", "更": "more",
-    "比较": "fairly", "充满": "full of", "带点": "with a touch of", "一点": "a little", "些许": "a touch of",
+    "比较": "fairly", "充满": "full of", "富有": "full of", "带点": "with a touch of", "一点": "a little",
+    "些许": "a touch of",
     "淡淡": "subtle", "浓浓": "strong", "浓郁": "rich", "强": "strong", "弱": "soft", "大": "big", "小": "small",
     "高": "high", "低": "low", "长": "long", "短": "short", "新": "new", "老": "old", "轻": "light", "重": "heavy",
     "深": "deep", "浅": "light", "暖": "warm", "冷": "cold", "亮": "bright", "暗": "dark", "柔": "soft",
@@ -363,7 +377,7 @@ _FUNCTION_WORDS = {
     "觉得": "", "听起来": "sounding", "听": "", "带来": "bringing", "你": "", "他": "", "她": "", "它": "",
     "我们": "", "他们": "", "们": "", "这": "this", "那": "that", "这首": "this", "这种": "this kind of",
     "那种": "that kind of", "这样": "such", "自己": "", "就": "", "才": "", "都": "", "又": "and", "再": "again",
-    "并": "and", "而": "while", "则": "", "即": "", "所有": "all", "每": "every", "一边": "", "加": "with",
+    "并": "and", "而": "and", "配": "with", "则": "", "即": "", "所有": "all", "每": "every", "一边": "", "加": "with",
     "用来": "for", "一下": "", "可以": "", "能": "", "会": "", "应该": "",
     "最好": "", "尽量": "", "一定": "",
 }
@@ -395,6 +409,9 @@ _OPENERS: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 # Outside an opener's phrase a location word turns the words before it into a phrase: "雨夜中" -> "in rainy night".
 _POSTPOSITIONS = _LOCATION_CLOSERS
+# Before 的, a playing verb does the same to the players before it: "古筝和鼓演奏的旋律" -> "melody played on guzheng
+# and drums", "贝斯伴奏的钢琴" -> "piano accompanied by bass".
+_VERB_POSTMODIFIERS = {**_PLAY_CLOSERS, "伴奏": "accompanied by", "演唱": "sung by"}
 
 LEXICON: dict[str, str] = {**_GENRES, **_INSTRUMENTS, **_MOODS, **_TEMPO_AND_FORM, **_SCENES, **_GENERAL,
                            **_DESCRIPTORS}
@@ -526,22 +543,28 @@ def _pattern_at(text: str, i: int) -> tuple[re.Match | None, object]:
 
 
 def _segment(run: str) -> list[_Token]:
-    """Split a run of CJK into vocabulary words, fewest unknown characters first, then fewest words, then the
-    longest first word: "钢琴和弦乐" -> 钢琴|和|弦乐 ("piano and strings"), not 钢琴|和弦|乐."""
+    """Split a run of CJK into vocabulary words, fewest unknown characters first, then fewest words, then fewest
+    one-character content words, then the longest first word: "钢琴和弦乐" -> 钢琴|和|弦乐 ("piano and
+    strings"), not 钢琴|和弦|乐; "吉他和风笛" -> 吉他|和|风笛 ("guitar and bagpipes"), not 吉他|和风|笛 ("Japanese
+    style flute")."""
     n = len(run)
-    best: list[tuple[int, int, int]] = [(0, 0, 0)] * (n + 1)  # from position k: (unknown, words, length taken)
+    # from position k: (unknown characters, words, one-character content words, length taken)
+    best: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * (n + 1)
     for k in range(n - 1, -1, -1):
-        choice = (best[k + 1][0] + 1, best[k + 1][1] + 1, 1)  # k as an unknown character
+        after = best[k + 1]
+        choice = (after[0] + 1, after[1] + 1, after[2], 1)  # k as an unknown character
         for length in range(min(_MAX_WORD, n - k), 0, -1):
-            if run[k:k + length] in _VOCABULARY:
-                cost = (best[k + length][0], best[k + length][1] + 1, length)
-                if cost[:2] < choice[:2]:
+            word = run[k:k + length]
+            if word in _VOCABULARY:
+                after = best[k + length]
+                cost = (after[0], after[1] + 1, after[2] + (length == 1 and word in LEXICON), length)
+                if cost[:3] < choice[:3]:
                     choice = cost
         best[k] = choice
     tokens: list[_Token] = []
     k = 0
     while k < n:
-        length = best[k][2]
+        length = best[k][3]
         word = run[k:k + length]
         if word in _VOCABULARY:
             tokens.append(_Token("zh", word))
@@ -662,6 +685,12 @@ def _parse_clause(tokens: list[_Token]) -> list[_Unit]:
         elif (zh in _POSTPOSITIONS and units and units[-1].kind == "np" and units[-1].words
               and (i + 1 == len(tokens) or tokens[i + 1].text == "的")):  # "雨夜里的" / "...雨中": a phrase
             units[-1] = _Unit("pp", [_POSTPOSITIONS[zh], *units[-1].words])
+        elif (zh in _VERB_POSTMODIFIERS and units and units[-1].kind == "np" and units[-1].words
+              and i + 1 < len(tokens) and tokens[i + 1].text == "的"):
+            k = len(units) - 1  # the players: a list of them ("古筝、二胡和鼓") goes along
+            while k >= 2 and units[k - 1].kind == "join" and units[k - 2].kind == "np":
+                k -= 2
+            units[k:] = [_Unit("pp", [_VERB_POSTMODIFIERS[zh], *(w for u in units[k:] for w in u.words)])]
         else:
             word = _content(tok)
             if word:
@@ -675,10 +704,14 @@ def _render_clause(units: list[_Unit]) -> list[str]:
     i = 0
     while i < len(units):
         unit = units[i]
-        # "pp 的 np" -> "np pp": the phrase follows its head in English
+        # "pp 的 np" -> "np pp": the phrase follows its head in English; the head is the last of a chain of
+        # "np 的 np" ("钢琴演奏的欢快的民谣" -> "upbeat folk played on piano")
         if unit.kind == "pp" and i + 2 < len(units) and units[i + 1].kind == "de" and units[i + 2].kind == "np":
-            out += units[i + 2].words + unit.words
-            i += 3
+            j = i + 2
+            while j + 2 < len(units) and units[j + 1].kind == "de" and units[j + 2].kind == "np":
+                j += 2
+            out += [w for u in units[i + 2:j + 1] for w in u.words] + unit.words
+            i = j + 1
             continue
         if unit.kind != "de":
             out += unit.words
