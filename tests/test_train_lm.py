@@ -22,7 +22,7 @@ from yuefu.codec import CompressionModel
 from yuefu.config import CodecConfig
 from yuefu.lm.patterns import delay_pattern
 from yuefu.train.config import LMTrainConfig, from_dict, load_config
-from yuefu.train.lm_trainer import lm_loss, target_mask, train_lm
+from yuefu.train.lm_trainer import lm_loss, onset_weights, target_mask, train_lm
 from yuefu.train.models import save_codec
 
 SR = 8000
@@ -100,6 +100,27 @@ def test_loss_is_the_mean_cross_entropy_per_codebook():
     logits = torch.full((3, K, pattern.num_steps - 1, card), -30.0).scatter(-1, seq[..., 1:].clamp(max=card - 1)
                                                                              .unsqueeze(-1), 30.0)
     assert float(lm_loss(logits, seq, mask)[0].sum()) < 1e-20  # right everywhere: zero loss
+
+
+def test_onset_weighted_loss_is_the_weighted_mean_over_frames():
+    """``loss.onset_seconds``: the targets of a crop's first frames weigh more. Reference in frame order, never
+    through the pattern: the code of frame t is t, the logits are one fixed vector v at every step, so the target of
+    frame t costs logsumexp(v) - v[t] wherever the delay pattern puts it."""
+    K, T, card, onset, w = 4, 12, 16, 3, 5.0
+    pattern = delay_pattern(K, T, [0, 1, 2, 3])
+    codes = torch.arange(T).expand(2, K, T)  # [B, K, T]: frame t holds code t
+    seq = pattern.build(codes, card)
+    mask = target_mask(pattern, torch.tensor([T, 8]))  # the second clip ends after 8 frames
+    v = torch.randn(card, generator=torch.Generator().manual_seed(0))
+    logits = v.expand(2, K, pattern.num_steps - 1, card)
+    weight = onset_weights(pattern, onset, w)
+    ce, count = lm_loss(logits, seq, mask, weight)
+    cost = (torch.logsumexp(v, 0) - v[:T]).double()  # [T]
+    fw = torch.where(torch.arange(T) < onset, w, 1.0).double()  # [T] weight of frame t
+    want = ((cost * fw).sum() + (cost[:8] * fw[:8]).sum()) / (fw.sum() + fw[:8].sum())
+    assert torch.allclose(ce / count, want.float().expand(K), atol=1e-5)
+    assert torch.allclose(count, (fw.sum() + fw[:8].sum()).float().expand(K))
+    assert onset_weights(pattern, onset, 1.0) is None and onset_weights(pattern, 0, w) is None
 
 
 def test_lm_memorises_a_clip_and_regenerates_it(tmp_path, t5_dir):
@@ -217,11 +238,12 @@ def test_configs_are_validated_with_one_line_errors(tmp_path, capsys):
         ({"train": {"precision": "fp8"}}, "train.precision: must be auto, fp32, bf16 or fp16"),
         ({"model": {"codec": None}}, "model.codec: is required"),
         ({"model": {"lora": {"targets": ["attn"]}}}, "model.lora.targets: unknown target 'attn'"),
+        ({"loss": {"onset_weight": 0}}, "loss.onset_weight: must be > 0, got 0"),
     ]
     for change, message in cases:
         d = yaml.safe_load(yaml.safe_dump(base))
         for section, values in change.items():
-            d[section].update(values)
+            d.setdefault(section, {}).update(values)
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump(d))
         with pytest.raises(InvalidArgumentError) as e:
@@ -262,7 +284,8 @@ def test_tempo_token_trains_and_ships_with_the_model(tmp_path, t5_dir):
     codec = make_codec(tmp_path / "codec")
     cfg = from_dict(LMTrainConfig, lm_config(tmp_path / "run", data, codec, t5_dir,
                                              **{"model.tempo": True, "data.cond_dropout": 0.0,
-                                                "data.valid_fraction": 0.5}))
+                                                "data.valid_fraction": 0.5, "loss.onset_seconds": 0.1,
+                                                "loss.onset_weight": 4.0}))
     built = build_models(cfg)
     module = LMTrainModule(built.lm, built.conditioner)
     assert any(p is module.tempo_proj.linear.weight for p in module.parameters())  # what the optimizer updates
@@ -275,9 +298,32 @@ def test_tempo_token_trains_and_ships_with_the_model(tmp_path, t5_dir):
 
     out = train_lm(cfg)
     logged = {r["name"] for r in csv.DictReader(open(tmp_path / "run" / "metrics.csv"))}
-    assert {"text_gain", "tempo_gain"} <= logged  # validation measures how much the stated BPM helps
+    # validation measures how much the stated BPM helps, over the whole crop and over its weighted onset
+    assert {"text_gain", "tempo_gain", "onset_tempo_gain"} <= logged
     model = MusicGen.from_pretrained(str(out), device="cpu")
     assert model.config.text.tempo and model.conditioner.tempo_proj.linear.weight.abs().sum() > 0
     with torch.no_grad():
         cond, mask = model.conditioner(["noise at 80 BPM"])
     assert cond.shape[1] == model.conditioner.encode_text(["noise at 80 BPM"])[1].shape[1] + 1 and mask[0, -1] == 1
+
+
+def test_bf16_on_a_cpu_without_native_bf16_gets_a_one_line_warning(monkeypatch):
+    """bf16 autocast is emulated on x86 CPUs without AVX-512 (an LM step 30x slower than fp32 on AVX2): the trainer
+    says so. On x86 Linux the detector agrees with the kernel's CPU flags, an independent source."""
+    import platform
+    from pathlib import Path
+
+    from yuefu.train import optim
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and platform.machine() in ("x86_64", "AMD64"):
+        flags = set(cpuinfo.read_text().split())
+        assert optim.cpu_has_native_bf16() == ({"avx512bw", "avx512vl", "avx512dq"} <= flags)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: False)
+    note = optim.precision_warning(optim.resolve_precision("bf16", cpu), cpu)
+    assert note is not None and "fp32" in note and "\n" not in note
+    assert optim.precision_warning(optim.resolve_precision("fp32", cpu), cpu) is None
+    assert optim.precision_warning(optim.resolve_precision("auto", cpu), cpu) is None
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: True)
+    assert optim.precision_warning(torch.bfloat16, cpu) is None

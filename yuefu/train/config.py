@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -205,10 +206,19 @@ class LMModelConfig:
 
 
 @dataclass
+class LMLossConfig:
+    # the targets of a crop's first ``onset_seconds`` weigh ``onset_weight`` times the rest: there the context has
+    # not yet revealed tempo and timbre, so the condition is all the model has to go on
+    onset_seconds: float = 0.0
+    onset_weight: float = 1.0
+
+
+@dataclass
 class LMTrainConfig:
     run_dir: str = ""
     data: LMDataConfig = field(default_factory=LMDataConfig)
     model: LMModelConfig = field(default_factory=LMModelConfig)
+    loss: LMLossConfig = field(default_factory=LMLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     train: RunConfig = field(default_factory=RunConfig)
@@ -452,6 +462,14 @@ def _check_codec_model(c: CodecModelConfig) -> tuple[str, str] | None:
     return None
 
 
+def _check_lm_loss(c: LMLossConfig) -> tuple[str, str] | None:
+    if not (c.onset_seconds >= 0 and math.isfinite(c.onset_seconds)):
+        return "onset_seconds", f"must be >= 0, got {c.onset_seconds}"
+    if not (c.onset_weight > 0 and math.isfinite(c.onset_weight)):
+        return "onset_weight", f"must be > 0, got {c.onset_weight}"
+    return None
+
+
 def _check_run_dir(c: Any) -> tuple[str, str] | None:
     if not c.run_dir:
         return "run_dir", "is required (the folder for checkpoints, logs and samples)"
@@ -472,7 +490,7 @@ _CHECKS: dict[type, Any] = {
     DataConfig: _check_data, LMDataConfig: _check_lm_data, OptimConfig: _check_optim, RunConfig: _check_run,
     EMAConfig: _check_ema, CheckpointConfig: _check_checkpoint, LogConfig: _check_log,
     DiscriminatorConfig: _check_disc, LoRAConfig: _check_lora, LMModelConfig: _check_lm_model,
-    CodecModelConfig: _check_codec_model,
+    CodecModelConfig: _check_codec_model, LMLossConfig: _check_lm_loss,
     CodecTrainConfig: _check_codec_train, LMTrainConfig: _check_run_dir,
 }
 

@@ -9,7 +9,9 @@ dropout (the null text) for classifier-free guidance and word dropout.
 
 Each step's loss is normalised by the number of target cells in the whole global batch (and texts are padded to
 the longest of it), so that with DDP/FSDP averaging gradients over N processes, and with gradients accumulated over
-``train.grad_accum`` micro-batches, the update is the one a single process would make on the global batch.
+``train.grad_accum`` micro-batches, the update is the one a single process would make on the global batch. With
+``loss.onset_seconds`` the targets of each crop's first seconds weigh ``loss.onset_weight`` times the rest (the
+logged training loss is then that weighted mean; validation's is always the plain one).
 """
 
 from __future__ import annotations
@@ -158,21 +160,35 @@ def encoder_for(codec: nn.Module, channels: int, device: torch.device):
     return encode
 
 
-def lm_loss(logits: Tensor, sequence: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def lm_loss(logits: Tensor, sequence: Tensor, mask: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Per-codebook summed cross-entropy and target counts.
 
     logits [B, K, S-1, card] are the LM outputs for steps 0..S-2; sequence [B, K, S] the pattern sequence whose
-    steps 1..S-1 are the targets; mask [B, K, S-1] the target cells that hold a real code. -> ([K], [K]).
+    steps 1..S-1 are the targets; mask [B, K, S-1] the target cells that hold a real code; weight [K, S-1] (optional)
+    weighs each target, and then the counts are the summed weights. -> ([K], [K]).
     """
     targets = sequence[..., 1:].masked_fill(~mask, 0)
     ce = F.cross_entropy(logits.float().flatten(0, 2), targets.flatten(), reduction="none").view_as(mask)
-    return (ce * mask).sum(dim=(0, 2)), mask.sum(dim=(0, 2)).float()
+    w = mask.float() if weight is None else mask * weight.to(mask.device)  # [B, K, S-1]
+    return (ce * w).sum(dim=(0, 2)), w.sum(dim=(0, 2))
 
 
 def target_mask(pattern: CodebookPattern, lengths: Tensor) -> Tensor:
     """[B, K, S-1]: target step s+1 of codebook k holds a code of a frame the example really has."""
     frame = pattern.timestep[:, 1:].to(lengths.device)  # [K, S-1]
     return (frame >= 0) & (frame < lengths[:, None, None])
+
+
+def onset_weights(pattern: CodebookPattern, onset_frames: int, onset_weight: float) -> Tensor | None:
+    """[K, S-1]: ``onset_weight`` for targets in a crop's first ``onset_frames`` frames, 1 for the rest (the frame
+    a target holds, not its step: the delay pattern puts codebook k's frame f at step f + k + 1). None when every
+    weight would be 1."""
+    if onset_frames <= 0 or onset_weight == 1.0:
+        return None
+    frame = pattern.timestep[:, 1:]  # [K, S-1], -1 where no frame
+    weight = torch.ones(frame.shape)
+    weight[(frame >= 0) & (frame < onset_frames)] = onset_weight
+    return weight
 
 
 def train_lm(cfg: LMTrainConfig, resume: bool = False, source: str = "config") -> Path:
@@ -220,6 +236,7 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
     aug = TextAugment(d.merge_text_p, d.drop_desc_p, d.drop_other_p, d.word_dropout, d.cond_dropout, d.caption_p)
     train_set = TokenDataset(train_entries, cache, frames, cfg.train.seed, aug)
     pattern = make_pattern(mcfg.lm.pattern, mcfg.lm.n_q, frames, mcfg.lm.delays)
+    weight = onset_weights(pattern, round(cfg.loss.onset_seconds * codec.frame_rate), cfg.loss.onset_weight)
 
     # --- model, optimizer, state ------------------------------------------------------------------------------
     module = LMTrainModule(lm, conditioner)
@@ -229,6 +246,8 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
     opt = optim.adamw(module.named_parameters(), cfg.optim)
     sched = optim.scheduler(opt, cfg.optim, cfg.train.max_steps)
     amp = optim.resolve_precision(cfg.train.precision, dev)
+    if (warning := optim.precision_warning(amp, dev)) is not None:
+        say(warning)
     scaler = optim.grad_scaler(dev, amp)
     ema = optim.WeightEMA(module, cfg.ema.decay) if cfg.ema.use else None
     start, skipped_total = 0, 0
@@ -264,7 +283,8 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
             codes, lengths, texts = batch["codes"].to(dev), batch["length"].to(dev), batch["text"]
             seq = pattern.build(codes, mcfg.lm.special_token)  # [B, K, S]
             mask = target_mask(pattern, lengths)  # [B, K, S-1]
-            count_all = distributed.all_reduce_sum(mask.sum(dim=(0, 2)).float())  # [K] targets in the global batch
+            w = mask.float() if weight is None else mask * weight.to(dev)  # [B, K, S-1]
+            count_all = distributed.all_reduce_sum(w.sum(dim=(0, 2)))  # [K] (weighted) targets in the global batch
             text_length = None
             if accum > 1:
                 text_length = distributed.all_reduce_max_int(conditioner.output_length(texts))
@@ -275,7 +295,7 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
                 with _grad_sync(model, i == accum - 1):
                     with optim.autocast(dev, amp):
                         logits = model(seq[part, :, :-1], texts[part], text_length)  # [b, K, S-1, card]
-                    ce, _ = lm_loss(logits, seq[part], mask[part])
+                    ce, _ = lm_loss(logits, seq[part], mask[part], weight)
                     # mean over the global batch's targets, per codebook; processes' gradients are averaged
                     loss = (ce / count_all.clamp(min=1)).mean() * info.world
                     scaler.scale(loss).backward()
@@ -369,7 +389,8 @@ def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, fra
     ``text_gain`` is how much the text helps: the loss with each item's description swapped for another item's
     (the batch rolled by one) minus the loss with its own. Near zero, the model ignores its prompt. Models with a
     tempo condition also get ``tempo_gain``: the same with only the stated BPM changed (x1.5 up to 120 BPM, else
-    /1.5), over the items whose description states one.
+    /1.5), over the items whose description states one, and, with ``loss.onset_seconds``, ``onset_tempo_gain``:
+    the same over the crops' first seconds only, where the context has not yet revealed the tempo.
     """
     dataset = TokenDataset(entries, cache, frames, seed=cfg.train.seed + 1, text=None)
     global_batch = cfg.data.batch_size // cfg.train.grad_accum  # what fits, as in training
@@ -379,7 +400,11 @@ def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, fra
     swapped = torch.zeros(2, device=info.device)  # [summed CE with swapped texts, its count], batches of 2 or more
     own = torch.zeros(2, device=info.device)  # the same with the items' own texts, on those batches
     tempo_gain = torch.zeros(2, device=info.device)  # [summed CE difference with another BPM, its count]
+    onset_gain = torch.zeros(2, device=info.device)  # the same over the onset frames
     has_tempo = mcfg.text.tempo
+    onset_frames = round(cfg.loss.onset_seconds * frames / cfg.data.segment_seconds)
+    frame = pattern.timestep[:, 1:].to(info.device)  # [K, S-1]
+    onset = (frame >= 0) & (frame < onset_frames)  # [K, S-1]
     for batch in common.loader(dataset, batches, collate_tokens, 0):
         codes, lengths = batch["codes"].to(info.device), batch["length"].to(info.device)
         seq = pattern.build(codes, mcfg.lm.special_token)
@@ -405,6 +430,11 @@ def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, fra
             ce_other, count_other = lm_loss(logits, seq[rows], mask[rows])
             ce_own, _ = lm_loss(logits_own[rows], seq[rows], mask[rows])
             tempo_gain += torch.stack([ce_other.sum() - ce_own.sum(), count_other.sum()])
+            if onset_frames > 0:
+                m = mask[rows] & onset
+                ce_other, count_other = lm_loss(logits, seq[rows], m)
+                ce_own, _ = lm_loss(logits_own[rows], seq[rows], m)
+                onset_gain += torch.stack([ce_other.sum() - ce_own.sum(), count_other.sum()])
     per_k = (distributed.all_reduce_sum(ce_total) / distributed.all_reduce_sum(count_total).clamp(min=1)).tolist()
     out = {"loss": sum(per_k) / len(per_k), "ppl": math.exp(sum(per_k) / len(per_k))}
     swapped, own = distributed.all_reduce_sum(swapped), distributed.all_reduce_sum(own)
@@ -413,6 +443,9 @@ def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, fra
     tempo_gain = distributed.all_reduce_sum(tempo_gain)
     if has_tempo and tempo_gain[1] > 0:
         out["tempo_gain"] = (tempo_gain[0] / tempo_gain[1]).item()
+    onset_gain = distributed.all_reduce_sum(onset_gain)
+    if has_tempo and onset_gain[1] > 0:
+        out["onset_tempo_gain"] = (onset_gain[0] / onset_gain[1]).item()
     for k, v in enumerate(per_k):
         out[f"ce_{k}"] = v
         out[f"ppl_{k}"] = math.exp(v)

@@ -69,6 +69,24 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has fast bf16 kernels on this CPU (x86 AVX-512 BW/VL/DQ, or ARM bf16); True when torch cannot
+    tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
+def precision_warning(dtype: torch.dtype | None, device: torch.device) -> str | None:
+    """A one-line warning when the autocast dtype will be much slower than fp32 here (bf16 emulated on a CPU)."""
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        return ("warning: train.precision bf16 on a CPU without bf16 kernels (no AVX-512) is emulated and "
+                "much slower than fp32 (an LM step took 75 s against 2.4 s on a 2-core AMD EPYC); "
+                "use --set train.precision=fp32")
+    return None
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
