@@ -59,6 +59,38 @@ def test_packaged_model_is_float16_self_contained_and_equal_to_the_rounded_sourc
     assert torch.equal(greedy_tokens(packaged), greedy_tokens(reference))
 
 
+def test_a_packaged_tempo_model_keeps_its_token_in_float16(sentence_model_dir, tmp_path):
+    """A model with a tempo condition (config.text.tempo) ships its token's projection too, in float16, and
+    generates what the rounded source does for a prompt that states a BPM (where the token changes the tokens)."""
+    from safetensors.torch import load_file
+
+    ckpt = read_checkpoint(sentence_model_dir)
+    ckpt.config.text.tempo = True
+    gen = torch.Generator().manual_seed(1)
+    ckpt.tempo_proj = {"linear.weight": torch.randn(ckpt.config.lm.dim, 17, generator=gen),
+                       "linear.bias": torch.randn(ckpt.config.lm.dim, generator=gen)}
+    src = write_checkpoint(ckpt, tmp_path / "tempo", "yuefu")
+    out = builtin.package_model(src, tmp_path / "yuefu-mini")
+    weights = load_file(str(out / "model.safetensors"))
+    assert {k for k in weights if "tempo_proj" in k} == {"text.tempo_proj.linear.weight",
+                                                       "text.tempo_proj.linear.bias"}
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float16}
+    packaged = yuefu.MusicGen.from_pretrained(str(out), device="cpu")
+    reference = yuefu.MusicGen.from_pretrained(str(src), device="cpu")
+    with torch.no_grad():
+        for module in (reference.lm, reference.compression_model, reference.conditioner):
+            for p in module.parameters():
+                p.copy_(p.half().float())
+
+    def greedy(model: yuefu.MusicGen, prompt: str) -> torch.Tensor:
+        model.set_generation_params(duration=1.0, use_sampling=False, cfg_coef=3.0)
+        return model.generate([prompt], return_tokens=True)[1]
+
+    fast = greedy(packaged, "calm piano at 150 BPM")
+    assert torch.equal(fast, greedy(reference, "calm piano at 150 BPM"))
+    assert not torch.equal(fast, greedy(packaged, "calm piano at 60 BPM"))  # the token is in use
+
+
 def test_a_saved_copy_of_a_packaged_model_carries_its_text_encoder(sentence_model_dir, tmp_path):
     """``save_pretrained`` of a model whose text encoder sits in a local folder (yuefu-mini's ``text_encoder/``)
     copies the encoder in, so the copy loads and generates the same once the original folder is gone."""

@@ -65,6 +65,9 @@ def package_model(src: str | os.PathLike, dst: str | os.PathLike, card: str | No
         half = {k: {n: t.to(torch.float16) if t.is_floating_point() else t for n, t in part.items()}
                 for k, part in (("lm", ckpt.lm), ("codec", ckpt.codec), ("text_proj", ckpt.text_proj))}
         ckpt.lm, ckpt.codec, ckpt.text_proj = half["lm"], half["codec"], half["text_proj"]
+        if ckpt.tempo_proj is not None:  # a tempo condition's token (config.text.tempo)
+            ckpt.tempo_proj = {n: t.to(torch.float16) if t.is_floating_point() else t
+                               for n, t in ckpt.tempo_proj.items()}
         ckpt.config.text.name = TEXT_ENCODER_DIR  # relative: resolved against the model folder on load
         ckpt.config.name = dst.name
         yuefu_format.write(ckpt, tmp, extra_meta={"dtype": "float16"})
