@@ -59,21 +59,27 @@ def test_packaged_model_is_float16_self_contained_and_equal_to_the_rounded_sourc
     assert torch.equal(greedy_tokens(packaged), greedy_tokens(reference))
 
 
-def test_a_packaged_tempo_model_keeps_its_token_in_float16(sentence_model_dir, tmp_path):
-    """A model with a tempo condition (config.text.tempo) ships its token's projection too, in float16, and
-    generates what the rounded source does for a prompt that states a BPM (where the token changes the tokens)."""
+@pytest.mark.parametrize("clock", [False, True])
+def test_a_packaged_tempo_model_keeps_its_token_in_float16(sentence_model_dir, tmp_path, clock):
+    """A model with a tempo condition (config.text.tempo, and its beat clock with config.text.beat_clock) ships
+    the token's projection (and the clock's) too, in float16, and generates what the rounded source does for a
+    prompt that states a BPM (where the condition changes the tokens)."""
     from safetensors.torch import load_file
 
     ckpt = read_checkpoint(sentence_model_dir)
     ckpt.config.text.tempo = True
+    ckpt.config.text.beat_clock = clock
     gen = torch.Generator().manual_seed(1)
     ckpt.tempo_proj = {"linear.weight": torch.randn(ckpt.config.lm.dim, 17, generator=gen),
                        "linear.bias": torch.randn(ckpt.config.lm.dim, generator=gen)}
+    if clock:
+        ckpt.tempo_proj["clock.weight"] = torch.randn(ckpt.config.lm.dim, 8, generator=gen)
     src = write_checkpoint(ckpt, tmp_path / "tempo", "yuefu")
     out = builtin.package_model(src, tmp_path / "yuefu-mini")
     weights = load_file(str(out / "model.safetensors"))
     assert {k for k in weights if "tempo_proj" in k} == {"text.tempo_proj.linear.weight",
-                                                       "text.tempo_proj.linear.bias"}
+                                                       "text.tempo_proj.linear.bias"} | (
+        {"text.tempo_proj.clock.weight"} if clock else set())
     assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float16}
     packaged = yuefu.MusicGen.from_pretrained(str(out), device="cpu")
     reference = yuefu.MusicGen.from_pretrained(str(src), device="cpu")

@@ -307,6 +307,68 @@ def test_tempo_token_trains_and_ships_with_the_model(tmp_path, t5_dir):
     assert cond.shape[1] == model.conditioner.encode_text(["noise at 80 BPM"])[1].shape[1] + 1 and mask[0, -1] == 1
 
 
+def test_beat_clock_trains_from_each_crops_first_frame(tmp_path, t5_dir):
+    """``model.beat_clock: true``: row b's clock at position s is the closed-form phase of frame start_b + s at the
+    BPM its text states (start_b: where the crop begins in its file); the clock gets a gradient exactly when a text
+    states a BPM; it is trained, saved and loaded back."""
+    from yuefu.data.sidecar import MusicInfo
+    from yuefu.data.token_cache import TokenCache, TokenDataset
+    from yuefu.errors import InvalidArgumentError
+    from yuefu.musicgen import MusicGen
+    from yuefu.train.lm_trainer import LMTrainModule, build_models
+
+    data = tmp_path / "data"
+    make_noise_clips(data, ["noise at 80 BPM", "noise at 150 BPM"], seconds=1.0)
+    codec = make_codec(tmp_path / "codec")
+    with pytest.raises(InvalidArgumentError, match="model.beat_clock needs model.tempo"):
+        build_models(from_dict(LMTrainConfig, lm_config(tmp_path / "r0", data, codec, t5_dir,
+                                                        **{"model.beat_clock": True})))
+    cfg = from_dict(LMTrainConfig, lm_config(tmp_path / "run", data, codec, t5_dir,
+                                             **{"model.tempo": True, "model.beat_clock": True,
+                                                "data.cond_dropout": 0.0, "data.valid_fraction": 0.5}))
+    built = build_models(cfg)
+    module = LMTrainModule(built.lm, built.conditioner)
+    clock = module.tempo_proj.clock
+    assert clock is not None and not clock.weight.any()  # zero-initialised
+    assert any(p is clock.weight for p in module.parameters())  # what the optimizer updates
+    with torch.no_grad():
+        clock.weight.normal_()
+    codes = torch.randint(0, 32, (2, 4, 12))
+    texts, first = ["noise at 80 BPM", "noise"], torch.tensor([37, 5])
+    want = torch.zeros(2, 12, clock.weight.shape[0], dtype=torch.float64)
+    for s in range(12):
+        phi = (37 + s) / 50 * 80 / 60
+        feats = [math.sin(2 * math.pi * h * phi) for h in range(1, 5)] + [
+            math.cos(2 * math.pi * h * phi) for h in range(1, 5)]
+        want[0, s] = clock.weight.double() @ torch.tensor(feats, dtype=torch.float64)
+    with torch.no_grad():
+        cond, _ = built.conditioner(texts)
+        ref = built.lm(codes, cross_src=cond, frame_cond=want.float())
+        got = module(codes, texts, None, first, 50.0)
+    assert torch.allclose(got, ref, atol=1e-5)
+    with torch.no_grad():
+        clock.weight.zero_()
+    for texts, moved in ((["noise", "noise"], False), (["noise at 80 BPM", "noise"], True)):
+        module.zero_grad()
+        module(codes, texts, None, first, 50.0).logsumexp(-1).mean().backward()
+        grad = clock.weight.grad
+        assert (grad is not None and bool(grad.abs().sum() > 0)) == moved
+
+    # the dataset reports where each crop starts
+    cache = TokenCache(tmp_path / "cache", "x")
+    entries = [type("E", (), {"path": tmp_path / "a.wav", "info": MusicInfo(description="d")})()]
+    arr = torch.arange(4 * 90).view(4, 90) % 32
+    cache.get = lambda entry: arr.numpy()  # type: ignore[method-assign]
+    ds = TokenDataset(entries, cache, 20, seed=3)
+    for position in range(5):
+        ex = ds[(0, position)]
+        assert torch.equal(ex.codes, arr[:, ex.start:ex.start + 20])
+
+    out = train_lm(cfg)
+    model = MusicGen.from_pretrained(str(out), device="cpu")
+    assert model.config.text.beat_clock and model.conditioner.tempo_proj.clock.weight.abs().sum() > 0
+
+
 def test_bf16_on_a_cpu_without_native_bf16_gets_a_one_line_warning(monkeypatch):
     """bf16 autocast is emulated on x86 CPUs without AVX-512 (an LM step 30x slower than fp32 on AVX2): the trainer
     says so. On x86 Linux the detector agrees with the kernel's CPU flags, an independent source."""

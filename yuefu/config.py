@@ -82,6 +82,7 @@ class TextConfig:
     # A transformers T5Config as a dict when the encoder weights ship inside the checkpoint (transformers format).
     encoder_config: dict[str, Any] | None = None
     tempo: bool = False  # a tempo token: the BPM a text states, after the text's tokens (yuefu.conditioners.tempo)
+    beat_clock: bool = False  # with ``tempo``: that BPM's beat phase added to the LM input at every frame
 
 
 @dataclass

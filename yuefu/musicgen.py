@@ -146,7 +146,7 @@ class MusicGen:
             ckpt.text_encoder = None
         _load(conditioner.output_proj, ckpt.text_proj, "text projection")
         if cfg.text.tempo:
-            _load(conditioner.add_tempo(), ckpt.tempo_proj or {}, "tempo projection")
+            _load(conditioner.add_tempo(beat_clock=cfg.text.beat_clock), ckpt.tempo_proj or {}, "tempo projection")
         conditioner.to(device)
         melody_proj = None
         if cfg.melody:
@@ -347,7 +347,7 @@ class MusicGen:
         pattern = self._pattern(n_frames)
         emitted = 0  # frames already sent
         with torch.inference_mode():
-            conditions = self.encode_conditions(descriptions)
+            conditions = self.clocked(self.encode_conditions(descriptions), 0, pattern.num_steps)
             params = self._params_for(conditions)
             for state in iter_generate(self.lm, pattern, conditions, len(descriptions), params, None, generator):
                 done = state.frames_done
@@ -363,6 +363,15 @@ class MusicGen:
                 emitted = ready
                 if final:
                     break
+
+    def clocked(self, conditions: Conditions, first_frame: int, num_steps: int) -> Conditions:
+        """``conditions`` with the beat clock of a window that starts at frame ``first_frame`` of the piece and
+        has ``num_steps`` pattern steps (unchanged for models or prompts without a clock)."""
+        if conditions.clock_bpm is None:
+            return conditions
+        frames = torch.arange(first_frame, first_frame + num_steps, device=self.device)  # [S]
+        clock = self.conditioner.clock(conditions.clock_bpm, frames, self.frame_rate)  # [B, S, D]
+        return dataclasses.replace(conditions, clock=clock)
 
     def _params_for(self, conditions: Conditions) -> SamplingParams:
         if conditions.null_cross is None and conditions.null_prefix is None:  # both CFG branches would be equal
@@ -382,7 +391,8 @@ class MusicGen:
         if not self.config.melody:
             if no_text:
                 return Conditions(cross=cond)
-            return Conditions(cross=cond, null_cross=torch.zeros_like(cond))
+            return Conditions(cross=cond, null_cross=torch.zeros_like(cond),
+                              clock_bpm=self.conditioner.clock_bpm(descriptions))
         assert self.melody_proj is not None
         B = len(descriptions)
         null_chroma = null_melody_chroma(B, self.config.chroma_frames, self.config.num_chroma, device=cond.device)
@@ -497,6 +507,9 @@ class MusicGen:
                 conditions = conditions_at(None)
             else:
                 conditions = self.encode_conditions(descriptions)
+            if prompt_tokens is not None:
+                # a continuation's audio sets its own beat, whose phase the clock does not know: no clock
+                conditions = dataclasses.replace(conditions, clock_bpm=None)
             drafted, span = None, None
             if prompt_tokens is None and self.tempo_drafts > 1:
                 drafted = prompt_tokens = self._tempo_draft(descriptions, conditions, generator, progress)
@@ -576,8 +589,9 @@ class MusicGen:
             for i, (n, p_len) in enumerate(plan):
                 if conditions_at is not None and len(plan) > 1:
                     conditions = conditions_at(i * stride / fr)
-                codes = generate_tokens(self.lm, self._pattern(n), conditions, batch_size, params, prompt,
-                                        generator, report)
+                pattern = self._pattern(n)
+                codes = generate_tokens(self.lm, pattern, self.clocked(conditions, i * stride, pattern.num_steps),
+                                        batch_size, params, prompt, generator, report)
                 out.append(codes if i == 0 else codes[..., p_len:])
                 done += steps[i]
                 prompt = codes[..., stride:]

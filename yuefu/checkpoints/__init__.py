@@ -76,10 +76,10 @@ def write_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, fmt: str = "yu
         raise CheckpointError(f"{folder}: exists and is not an empty folder")
     if fmt != "yuefu" and ckpt.config.text.tempo:
         # transformers' and audiocraft's MusicGen have no tempo input: the written model is this one without its
-        # tempo token, which generates the same for prompts that state no tempo
+        # tempo token and beat clock, which generates the same for prompts that state no tempo
         warnings.warn(f"the {fmt} format has no tempo condition: the model is written without it", stacklevel=3)
         ckpt = dataclasses.replace(ckpt, config=copy.deepcopy(ckpt.config), tempo_proj=None)
-        ckpt.config.text.tempo = False
+        ckpt.config.text.tempo = ckpt.config.text.beat_clock = False
     try:
         with atomic_folder(folder) as tmp:
             if fmt == "yuefu":

@@ -2,11 +2,13 @@
 
 As in audiocraft, ``None`` or ``""`` is the null condition: its row is all zeros (the projection's bias
 included), which is what classifier-free guidance's unconditional branch sees. Padded positions are zeroed too.
-Models with a tempo condition (:mod:`yuefu.conditioners.tempo`) append one token for the BPM a text states.
+Models with a tempo condition (:mod:`yuefu.conditioners.tempo`) append one token for the BPM a text states, and
+with a beat clock also give the LM that BPM's beat phase at every frame (:meth:`TextConditioner.clock`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,11 +25,34 @@ class TextConditioner(nn.Module):
         self.output_proj = nn.Linear(encoder_dim, dim)
         self.tempo_proj: TempoEmbedding | None = None  # set by ``add_tempo`` (config ``text.tempo``)
 
-    def add_tempo(self) -> TempoEmbedding:
-        """Give the conditioner a tempo token (zero-initialised: outputs are unchanged until it is trained)."""
+    def add_tempo(self, beat_clock: bool = False) -> TempoEmbedding:
+        """Give the conditioner a tempo token, and with ``beat_clock`` the beat clock (both zero-initialised:
+        outputs are unchanged until they are trained)."""
         w = self.output_proj.weight
-        self.tempo_proj = TempoEmbedding(self.output_proj.out_features).to(device=w.device, dtype=w.dtype)
+        self.tempo_proj = TempoEmbedding(self.output_proj.out_features, beat_clock=beat_clock).to(
+            device=w.device, dtype=w.dtype)
         return self.tempo_proj
+
+    @property
+    def has_clock(self) -> bool:
+        return self.tempo_proj is not None and self.tempo_proj.clock is not None
+
+    def clock_bpm(self, texts: list[str | None]) -> torch.Tensor | None:
+        """[B] the BPM each text gives the beat clock (NaN: none), or None for a model without a clock or a batch
+        in which no text states a tempo."""
+        if not self.has_clock:
+            return None
+        bpms = self.tempos(texts)
+        if all(b is None for b in bpms):
+            return None
+        return torch.tensor([math.nan if b is None else b for b in bpms], dtype=torch.float32, device=self.device)
+
+    def clock(self, bpm: torch.Tensor | None, frames: torch.Tensor, frame_rate: float) -> torch.Tensor | None:
+        """The beat clock [B, S, dim] at frame indices ``frames`` ([S], or [B, S] per row) for ``bpm`` [B] (from
+        :meth:`clock_bpm`)."""
+        if bpm is None or self.tempo_proj is None or self.tempo_proj.clock is None:
+            return None
+        return self.tempo_proj.clock_embedding(bpm, frames, frame_rate)
 
     def tempos(self, texts: list[str | None]) -> list[float | None]:
         """The BPM of each text that the tempo token carries (None: no token); all None without a tempo condition."""

@@ -142,6 +142,7 @@ class TokenExample:
     length: int
     text: str | None
     skipped: list[tuple[str, str]]
+    start: int = 0  # the crop's first frame in its file
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -165,7 +166,7 @@ class TokenDataset(torch.utils.data.Dataset):
         if length < self.segment_frames:
             crop = torch.nn.functional.pad(crop, (0, self.segment_frames - length))
         text = plain_text(entry.info) if self.text is None else training_text(entry.info, rng, self.text)
-        return TokenExample(crop, length, text, [])
+        return TokenExample(crop, length, text, [], start)
 
     def __getitem__(self, item: tuple[int, int]) -> TokenExample:
         index, position = item
@@ -185,4 +186,5 @@ def collate_tokens(examples: list[TokenExample]) -> dict[str, Any]:
     return {"codes": torch.stack([e.codes for e in examples]),  # [B, K, F]
             "length": torch.tensor([e.length for e in examples]),
             "text": [e.text for e in examples],
+            "start": torch.tensor([e.start for e in examples]),  # [B] first frame of each crop in its file
             "skipped": [s for e in examples for s in e.skipped]}

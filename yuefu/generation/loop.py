@@ -3,8 +3,9 @@
 It prefills the conditions (and any fixed prompt tokens), then steps through the codebook pattern, sampling one
 pattern step per LM call, with conditional and unconditional rows in one batch for classifier-free guidance.
 Modes are parameters: a continuation is a ``prompt``; melody and other prepended conditions are ``prefix``
-tensors; long-form calls it once per window with the previous window's tail as ``prompt``; streaming reads the
-frames that :func:`iter_generate` reports complete after each step.
+tensors; a beat clock is a per-step ``clock`` tensor; long-form calls it once per window with the previous
+window's tail as ``prompt``; streaming reads the frames that :func:`iter_generate` reports complete after each
+step.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class Conditions:
     prefix: torch.Tensor | None = None  # [B, P, D] prepended to the sequence
     null_cross: torch.Tensor | None = None
     null_prefix: torch.Tensor | None = None
+    clock_bpm: torch.Tensor | None = None  # [B] the beat clock's BPM per row (NaN: none); None: no clock
+    clock: torch.Tensor | None = None  # [B, S, D] this window's beat clock per sequence step (null: zeros)
 
     def for_cfg(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """[cond; null] stacked on the batch dimension (2B rows)."""
@@ -77,6 +80,12 @@ def iter_generate(lm: LMModel, pattern: CodebookPattern, conditions: Conditions,
         cross, prefix = conditions.for_cfg()
     else:
         cross, prefix = conditions.cross, conditions.prefix
+    clock = conditions.clock  # [B, S, D] or None
+    if clock is not None:
+        if clock.shape[1] < S:
+            raise ValueError(f"the beat clock covers {clock.shape[1]} steps, the pattern {S}")
+        if use_cfg:
+            clock = torch.cat([clock, torch.zeros_like(clock)])  # the null condition has no clock
     rows = 2 * batch_size if use_cfg else batch_size
     prefix_len = 0 if prefix is None else prefix.shape[1]
     start_step = pattern.first_step_with_frame(P)
@@ -91,7 +100,8 @@ def iter_generate(lm: LMModel, pattern: CodebookPattern, conditions: Conditions,
             inp = seq[..., prev:s]  # [B, K, s - prev]: the prefill, then one step at a time
             if use_cfg:
                 inp = inp.repeat(2, 1, 1)
-            logits = lm(inp, prefix=prefix if pos == 0 else None, start=pos, last_only=True)  # [rows, K, 1, card]
+            logits = lm(inp, prefix=prefix if pos == 0 else None, start=pos, last_only=True,
+                        frame_cond=None if clock is None else clock[:, prev:s])  # [rows, K, 1, card]
             pos += inp.shape[-1] + (prefix_len if pos == 0 else 0)
             logits = logits[:, :, -1].float()  # [rows, K, card]
             if use_cfg:

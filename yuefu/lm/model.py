@@ -5,8 +5,9 @@ Two ways to run it:
 - ``lm.setup_cache(batch, max_len)`` then ``lm(codes, start=pos)`` for the steps of generation: each attention
   module owns a preallocated key/value cache (no reallocation per step) and cross-attention keys/values are
   computed once per generation.
-Conditions reach it in two forms: ``cross_src`` [B, L, D] for cross-attention (text models) and ``prefix``
-[B, P, D] prepended to the sequence (melody models); both are already projected to the model dimension.
+Conditions reach it in three forms: ``cross_src`` [B, L, D] for cross-attention (text models), ``prefix``
+[B, P, D] prepended to the sequence (melody models) and ``frame_cond`` [B, S, D] added to the input at each
+sequence position (the beat clock); all are already projected to the model dimension.
 """
 
 from __future__ import annotations
@@ -219,15 +220,18 @@ class LMModel(nn.Module):
 
     def forward(self, codes: torch.Tensor, cross_src: torch.Tensor | None = None,
                 prefix: torch.Tensor | None = None, start: int | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, frame_cond: torch.Tensor | None = None) -> torch.Tensor:
         """codes [B, K, S] -> logits [B, K, S, card] ([B, K, 1, card] with ``last_only``).
 
         ``start=None``: full causal forward from position 0. ``start=p``: cached step(s) at positions p.. (prefix
         included in the count); cross-attention uses ``cross_src`` if given, else the keys/values set by
-        ``set_cross_source``. ``prefix`` [B, P, D] is prepended and its outputs dropped.
+        ``set_cross_source``. ``prefix`` [B, P, D] is prepended and its outputs dropped. ``frame_cond`` [B, S, D]
+        is added to the embeddings of ``codes``, position by position.
         """
         x = self.embed(codes)  # [B, S, D]
         S = x.shape[1]
+        if frame_cond is not None:
+            x = x + frame_cond.to(x.dtype)
         if prefix is not None:
             x = torch.cat([prefix.to(x.dtype), x], dim=1)
         T = x.shape[1]

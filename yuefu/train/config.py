@@ -203,6 +203,10 @@ class LMModelConfig:
     # a tempo condition: the BPM a text states as one more cross-attention token (added to an init_from model
     # that has none; yuefu.conditioners.tempo)
     tempo: bool = False
+    # with ``tempo``: the beat clock, that BPM's beat phase added to the LM input at every frame (added to an
+    # init_from model that has none). It assumes each training file starts on a beat and keeps its tempo, as the
+    # corpus renderer's clips do
+    beat_clock: bool = False
 
 
 @dataclass

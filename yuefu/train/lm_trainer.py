@@ -56,12 +56,15 @@ class LMTrainModule(nn.Module):
         self.tempo_proj = conditioner.tempo_proj  # None without a tempo condition
         object.__setattr__(self, "conditioner", conditioner)
 
-    def forward(self, sequence: Tensor, texts: list[str | None], text_length: int | None = None) -> Tensor:
+    def forward(self, sequence: Tensor, texts: list[str | None], text_length: int | None = None,
+                first_frame: Tensor | None = None, frame_rate: float = 50.0) -> Tensor:
         """sequence [B, K, S] -> logits [B, K, S, card], conditioned on ``texts`` (None: the null condition).
 
         Texts are padded to the longest of the batch and cross-attention sees the padding (zero vectors), as in
         audiocraft; they are padded to ``text_length`` (default: the longest of the *global* batch, over all
-        processes), so that N processes or N micro-batches compute what one batch would.
+        processes), so that N processes or N micro-batches compute what one batch would. A model with a beat
+        clock gets, at position ``s`` of row ``b``, the phase of frame ``first_frame[b] + s`` (default 0) at the
+        BPM its text states.
         """
         cond, _ = self.conditioner(texts)  # [B, L, D], zeros for null texts and padding
         length = distributed.all_reduce_max_int(cond.shape[1]) if text_length is None else text_length
@@ -71,7 +74,14 @@ class LMTrainModule(nn.Module):
             cond = cond + 0.0 * sum(p.sum() for p in self.text_proj.parameters())
         if self.tempo_proj is not None and any(p.requires_grad for p in self.tempo_proj.parameters()):
             cond = cond + 0.0 * sum(p.sum() for p in self.tempo_proj.parameters())  # the same for a batch with no BPM
-        return self.lm(sequence, cross_src=cond)
+        clock = None
+        bpm = self.conditioner.clock_bpm(texts)  # [B] (NaN: none) or None
+        if bpm is not None:
+            steps = torch.arange(sequence.shape[-1], device=bpm.device)  # [S]
+            first = torch.zeros_like(steps[:1]) if first_frame is None else first_frame.to(bpm.device)  # [B] or [1]
+            frames = first.view(-1, 1) + steps.view(1, -1)  # [B, S] (or [1, S]: every row from frame 0)
+            clock = self.conditioner.clock(bpm, frames.expand(len(texts), -1), frame_rate)  # [B, S, D]
+        return self.lm(sequence, cross_src=cond, frame_cond=clock)
 
 
 @dataclasses.dataclass
@@ -86,6 +96,8 @@ class Built:
 
 def build_models(cfg: LMTrainConfig, source: str = "config") -> Built:
     m = cfg.model
+    if m.beat_clock and not m.tempo:
+        raise InvalidArgumentError(f"{source}: model.beat_clock needs model.tempo: true (the clock reads its BPM)")
     if m.init_from is not None:
         from yuefu.musicgen import MusicGen
 
@@ -100,6 +112,9 @@ def build_models(cfg: LMTrainConfig, source: str = "config") -> Built:
         if m.tempo and conditioner.tempo_proj is None:
             conditioner.add_tempo()
             mcfg.text.tempo = True
+        if m.beat_clock and conditioner.tempo_proj is not None and conditioner.tempo_proj.clock is None:
+            conditioner.tempo_proj.add_clock()
+            mcfg.text.beat_clock = True
     else:
         codec = load_codec(m.codec)
         interleave = m.channels == 2 and codec.channels == 1
@@ -123,9 +138,10 @@ def build_models(cfg: LMTrainConfig, source: str = "config") -> Built:
         lm = LMModel(lm_cfg)
         lm.reset_parameters()
         conditioner = build_text_conditioner(m.text, lm_cfg.dim)
-        text_cfg = dataclasses.replace(m.text, encoder_dim=conditioner.output_proj.in_features, tempo=m.tempo)
+        text_cfg = dataclasses.replace(m.text, encoder_dim=conditioner.output_proj.in_features, tempo=m.tempo,
+                                       beat_clock=m.beat_clock)
         if m.tempo:
-            conditioner.add_tempo()
+            conditioner.add_tempo(beat_clock=m.beat_clock)
         mcfg = MusicGenConfig(codec=codec.config, lm=lm_cfg, text=text_cfg, channels=m.channels,
                               max_duration=m.max_duration or cfg.data.segment_seconds,
                               name=Path(cfg.run_dir).name)
@@ -281,6 +297,7 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
         for batch in common.loader(train_set, sampler, collate_tokens, cfg.data.num_workers):
             skips.add(batch["skipped"])
             codes, lengths, texts = batch["codes"].to(dev), batch["length"].to(dev), batch["text"]
+            first = batch["start"]  # [B] each crop's first frame in its file (the beat clock's phase)
             seq = pattern.build(codes, mcfg.lm.special_token)  # [B, K, S]
             mask = target_mask(pattern, lengths)  # [B, K, S-1]
             w = mask.float() if weight is None else mask * weight.to(dev)  # [B, K, S-1]
@@ -294,7 +311,8 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
                 part = slice(i * micro, (i + 1) * micro)
                 with _grad_sync(model, i == accum - 1):
                     with optim.autocast(dev, amp):
-                        logits = model(seq[part, :, :-1], texts[part], text_length)  # [b, K, S-1, card]
+                        logits = model(seq[part, :, :-1], texts[part], text_length, first[part],
+                                       codec.frame_rate)  # [b, K, S-1, card]
                     ce, _ = lm_loss(logits, seq[part], mask[part], weight)
                     # mean over the global batch's targets, per codebook; processes' gradients are averaged
                     loss = (ce / count_all.clamp(min=1)).mean() * info.world
@@ -323,7 +341,8 @@ def _train(cfg: LMTrainConfig, info: distributed.DistInfo, resume: bool, source:
                                                "skipped_files": skips.total, "steps_per_s": steps_per_s})
             final = step == cfg.train.max_steps
             if valid_entries and (final or (cfg.log.valid_every and step % cfg.log.valid_every == 0)):
-                metrics = validate(model, valid_entries, cache, frames, pattern, cfg, info, mcfg, amp)
+                metrics = validate(model, valid_entries, cache, frames, pattern, cfg, info, mcfg, amp,
+                                   codec.frame_rate)
                 logger.scalars(step, "valid", metrics)
                 logger.write(f"step {step} valid: {format_metrics(metrics)}")
             every = cfg.log.samples_every
@@ -383,7 +402,7 @@ def _clip(params: list[nn.Parameter], max_norm: float) -> Tensor:
 @torch.no_grad()
 def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, frames: int, pattern: CodebookPattern,
              cfg: LMTrainConfig, info: distributed.DistInfo, mcfg: MusicGenConfig,
-             amp: torch.dtype | None) -> dict[str, float]:
+             amp: torch.dtype | None, frame_rate: float = 50.0) -> dict[str, float]:
     """Cross-entropy and perplexity per codebook on fixed crops of the valid files (plain descriptions).
 
     ``text_gain`` is how much the text helps: the loss with each item's description swapped for another item's
@@ -410,14 +429,15 @@ def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, fra
         seq = pattern.build(codes, mcfg.lm.special_token)
         mask = target_mask(pattern, lengths)
         texts = batch["text"]
+        first = batch["start"]
         with optim.autocast(info.device, amp):
-            logits = logits_own = model(seq[..., :-1], texts)
+            logits = logits_own = model(seq[..., :-1], texts, None, first, frame_rate)
         ce, count = lm_loss(logits, seq, mask)
         ce_total += ce
         count_total += count
         if len(texts) > 1:
             with optim.autocast(info.device, amp):
-                logits = model(seq[..., :-1], texts[1:] + texts[:1])
+                logits = model(seq[..., :-1], texts[1:] + texts[:1], None, first, frame_rate)
             ce_swapped, _ = lm_loss(logits, seq, mask)
             swapped += torch.stack([ce_swapped.sum(), count.sum()])
             own += torch.stack([ce.sum(), count.sum()])
@@ -426,7 +446,7 @@ def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, fra
         rows = [i for i, t in enumerate(other) if t is not None]
         if rows:
             with optim.autocast(info.device, amp):
-                logits = model(seq[rows, :, :-1], [other[i] for i in rows])
+                logits = model(seq[rows, :, :-1], [other[i] for i in rows], None, first[rows], frame_rate)
             ce_other, count_other = lm_loss(logits, seq[rows], mask[rows])
             ce_own, _ = lm_loss(logits_own[rows], seq[rows], mask[rows])
             tempo_gain += torch.stack([ce_other.sum() - ce_own.sum(), count_other.sum()])
