@@ -221,3 +221,60 @@ def test_a_builtin_model_is_the_default_when_shipped(sentence_model_dir, tmp_pat
             shutil.rmtree(request_cleanup)
             if not any(request_cleanup.parent.iterdir()):
                 request_cleanup.parent.rmdir()
+
+
+def test_average_is_the_weighted_mean_and_refuses_models_that_are_not_fine_tunes_of_one(sentence_model_dir,
+                                                                                       tmp_path):
+    """``yuefu train average``: every trained tensor (LM, text and tempo projections) of the result is the weighted
+    mean, computed here in float64 from the two sources' files; the frozen codec is the first model's. Models of
+    another shape, or whose codec moved, are refused with one line and nothing is written."""
+    from safetensors.torch import load_file
+
+    from yuefu.checkpoints.average import average_models
+
+    base = read_checkpoint(sentence_model_dir)
+    base.config.text.tempo = base.config.text.beat_clock = True
+    gen = torch.Generator().manual_seed(4)
+    base.tempo_proj = {"linear.weight": torch.randn(base.config.lm.dim, 17, generator=gen),
+                       "linear.bias": torch.randn(base.config.lm.dim, generator=gen),
+                       "clock.weight": torch.randn(base.config.lm.dim, 8, generator=gen)}
+    a = write_checkpoint(base, tmp_path / "a", "yuefu")
+    for part in (base.lm, base.text_proj, base.tempo_proj):  # a "fine-tune": every trained tensor moved
+        for k, t in part.items():
+            if t.is_floating_point():
+                part[k] = t + torch.randn(t.shape, generator=gen) * 0.1
+    b = write_checkpoint(base, tmp_path / "b", "yuefu")
+
+    out = average_models([a, b], tmp_path / "soup", weights=[3.0, 1.0])
+    wa, wb, got = (load_file(str(p / "model.safetensors")) for p in (a, b, out))
+    assert got.keys() == wa.keys()
+    trained = [k for k in wa if k.startswith(("lm.", "text.output_proj.", "text.tempo_proj."))]
+    assert any(k.startswith("text.tempo_proj.clock") for k in trained)
+    for k in trained:
+        if wa[k].is_floating_point():
+            expected = (0.75 * wa[k].double() + 0.25 * wb[k].double()).float()
+            assert torch.allclose(got[k], expected, rtol=1e-6, atol=1e-7), k
+            assert not torch.allclose(got[k], wa[k])  # really a mix
+    assert all(torch.equal(got[k], wa[k]) for k in wa if k.startswith("codec."))
+    # weight 1 / 0: the first model, generating exactly as it does
+    first = average_models([a, b], tmp_path / "first", weights=[1.0, 0.0])
+    assert torch.equal(greedy_tokens(yuefu.MusicGen.from_pretrained(str(first), device="cpu")),
+                       greedy_tokens(yuefu.MusicGen.from_pretrained(str(a), device="cpu")))
+
+    other = read_checkpoint(b)
+    other.codec = {k: t + 0.05 if k.startswith("encoder.") and t.is_floating_point() else t
+                   for k, t in other.codec.items()}
+    moved = write_checkpoint(other, tmp_path / "moved", "yuefu")
+    with pytest.raises(yuefu.errors.InvalidArgumentError, match="codec differs"):
+        average_models([a, moved], tmp_path / "x")
+    r = subprocess.run([*yuefu_cmd(), "train", "average", str(a), str(sentence_model_dir), "--out",
+                        str(tmp_path / "y")], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "configuration differs" in r.stderr  # no tempo token in the plain model
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = subprocess.run([*yuefu_cmd(), "train", "average", str(a), str(b), "--out", str(tmp_path / "z"),
+                        "--weights", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "1 weights for 2 models" in r.stderr
+    assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))
+    r = subprocess.run([*yuefu_cmd(), "train", "average", str(a), str(b), "--out", str(tmp_path / "cli")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "0.5 x" in r.stdout

@@ -6,6 +6,7 @@
     yuefu train merge-lora BASE ADAPTERS OUT      fold LoRA adapters into a model's weights
     yuefu train package MODEL OUT [--card F] [--codec DIR]   a self-contained float16 folder (the built-in
                                                   model's form), optionally with a decoder-only fine-tuned codec
+    yuefu train average MODEL MODEL... --out OUT [--weights W W...]   the weighted mean of fine-tunes of one model
     torchrun --nproc-per-node N -m yuefu train lm CONFIG.yaml   the same, on N processes (DDP or FSDP)
 
 ``--set key.path=value`` overrides a config entry (repeatable). ``add_subparsers`` plugs these into the ``yuefu``
@@ -63,6 +64,13 @@ def add_train_parser(sub: Any) -> argparse.ArgumentParser:
                    help="a codec folder (yuefu train codec's RUN/model) to ship instead of the model's own; it must "
                         "keep the model's encoder and codebooks (a decoder-only fine-tune)")
     k.set_defaults(func=cmd_package)
+    a = tsub.add_parser("average", help="the weighted mean of fine-tunes of one model (a model soup)")
+    a.add_argument("models", nargs="+", help="two or more model folders (RUN/model, a checkpoint's model/) or "
+                                             "built-in names (yuefu-mini), all fine-tuned from the same weights")
+    a.add_argument("--out", required=True, help="new folder for the averaged model (yuefu format, float32)")
+    a.add_argument("--weights", nargs="+", type=float, default=None, metavar="W",
+                   help="one weight per model, normalised to sum to 1 (default: equal)")
+    a.set_defaults(func=cmd_average)
     return train
 
 
@@ -140,6 +148,16 @@ def cmd_package(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"--card {args.card}: {e.strerror or e}") from None
     out = package_model(args.model, args.out, card, codec=args.codec)
     print(f"wrote {out} ({folder_size(out) / 1e6:.1f} MB, float16)")
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from yuefu.checkpoints.average import average_models
+
+    weights = args.weights or [1.0] * len(args.models)
+    out = average_models(args.models, args.out, weights)
+    share = ", ".join(f"{w / sum(weights):.3g} x {m}" for w, m in zip(weights, args.models))
+    print(f"wrote {out} (yuefu format, float32): {share}")
     return 0
 
 
