@@ -1,9 +1,10 @@
 """Weight averaging of fine-tunes of one model (``yuefu train average``): a "model soup".
 
 Two runs fine-tuned from the same weights lie in one basin, so a weighted mean of their parameters is a model too,
-often keeping what each run learned (e.g. the shipped model's instrument accuracy and a longer beat-clock stage's
-tempo). Only models that can be averaged are: the same configuration, the same tensors (names and shapes), the same
-codec encoder and codebooks (an LM's tokens must keep their sounds), and the same frozen text encoder.
+which may keep what each run learned (measured on yuefu-mini, the even mean of the shipped weights and a longer
+beat-clock stage kept that stage's tempo, not the shipped instrument accuracy; README). Only models that can be
+averaged are: the same configuration, the same tensors (names and shapes), the same codec encoder and codebooks (an
+LM's tokens must keep their sounds), and the same frozen text encoder.
 
     average_models(["runs/a/model", "yuefu-mini"], "runs/soup", weights=[0.5, 0.5])
 """
