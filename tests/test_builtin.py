@@ -223,6 +223,29 @@ def test_a_builtin_model_is_the_default_when_shipped(sentence_model_dir, tmp_pat
                 request_cleanup.parent.rmdir()
 
 
+def test_a_model_read_by_a_relative_path_is_written_with_its_text_encoder_inside(sentence_model_dir, tmp_path,
+                                                                                 monkeypatch):
+    """A packaged model named by a path relative to the working folder (``yuefu train average runs/pkg ...``):
+    what is written from it (a soup, a saved copy) carries the encoder, and loads from another folder once the
+    source is gone. (It once recorded the encoder as ``runs/pkg/text_encoder``, valid only from that folder.)"""
+    import shutil
+
+    from yuefu.checkpoints.average import average_models
+
+    builtin.package_model(sentence_model_dir, tmp_path / "runs" / "pkg")
+    monkeypatch.chdir(tmp_path)
+    reference = greedy_tokens(yuefu.MusicGen.from_pretrained("runs/pkg", device="cpu"))
+    soup = average_models(["runs/pkg", "runs/pkg"], "runs/soup")
+    saved = yuefu.MusicGen.from_pretrained("runs/pkg", device="cpu").save_pretrained("runs/saved")
+    for out in (soup, saved):
+        assert json.loads((out / "config.json").read_text())["config"]["text"]["name"] == "text_encoder"
+        assert (out / "text_encoder" / "model.safetensors").is_file()
+    shutil.rmtree("runs/pkg")
+    monkeypatch.chdir(tmp_path / "runs")
+    for name in ("soup", "saved"):
+        assert torch.equal(greedy_tokens(yuefu.MusicGen.from_pretrained(name, device="cpu")), reference), name
+
+
 def test_average_is_the_weighted_mean_and_refuses_models_that_are_not_fine_tunes_of_one(sentence_model_dir,
                                                                                        tmp_path):
     """``yuefu train average``: every trained tensor (LM, text and tempo projections) of the result is the weighted
