@@ -246,6 +246,37 @@ def test_a_model_read_by_a_relative_path_is_written_with_its_text_encoder_inside
         assert torch.equal(greedy_tokens(yuefu.MusicGen.from_pretrained(name, device="cpu")), reference), name
 
 
+def test_a_fine_tune_of_a_packaged_model_carries_its_text_encoder(sentence_model_dir, tmp_path):
+    """``yuefu train lm`` from a packaged model (``model.init_from: yuefu-mini``): each checkpoint's model/ folder
+    carries the encoder it was trained with, so it loads on another machine, once the source is gone. (It once
+    recorded the absolute path of the source's ``text_encoder/``.)"""
+    import shutil
+
+    from test_train_lm import lm_config, make_noise_clips
+
+    from yuefu.train.config import LMTrainConfig, from_dict
+    from yuefu.train.lm_trainer import train_lm
+
+    pkg = builtin.package_model(sentence_model_dir, tmp_path / "pkg")
+    data = tmp_path / "data"
+    make_noise_clips(data, ["lo-fi hip hop with a warm piano", "calm ambient pads"])
+    d = lm_config(tmp_path / "run", data, None, None,
+                  **{"train.max_steps": 2, "checkpoint.every": 2, "optim.warmup_steps": 0})
+    d["model"] = {"init_from": str(pkg)}
+    out = train_lm(from_dict(LMTrainConfig, d))
+    step = tmp_path / "run" / "checkpoints" / "step_00000002" / "model"
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for folder in (out, step):
+        assert json.loads((folder / "config.json").read_text())["config"]["text"]["name"] == "text_encoder"
+        shutil.copytree(folder, moved / folder.parent.name)
+    reference = greedy_tokens(yuefu.MusicGen.from_pretrained(str(out), device="cpu"))
+    shutil.rmtree(pkg)
+    shutil.rmtree(tmp_path / "run")
+    for folder in moved.iterdir():
+        assert torch.equal(greedy_tokens(yuefu.MusicGen.from_pretrained(str(folder), device="cpu")), reference)
+
+
 def test_average_is_the_weighted_mean_and_refuses_models_that_are_not_fine_tunes_of_one(sentence_model_dir,
                                                                                        tmp_path):
     """``yuefu train average``: every trained tensor (LM, text and tempo projections) of the result is the weighted

@@ -50,7 +50,7 @@ ENCODER_DIR = "text_encoder"  # a sentence encoder inside a model folder (yuefu_
 _ENCODER_SUFFIXES = (".json", ".txt", ".model", ".safetensors")  # config, tokenizer, weights; never pickles
 
 
-def _with_local_encoder_inside(ckpt: Checkpoint, folder: Path) -> Checkpoint:
+def with_local_encoder_inside(ckpt: Checkpoint, folder: Path) -> Checkpoint:
     """A sentence encoder that was loaded from a local folder (a built-in model's copy, yuefu's cache) is copied into
     ``folder`` and named relative to it, so that the written model still loads once that path is gone (another
     machine, another install). A hub or package name (MiniLM's) stays a name."""
@@ -83,7 +83,7 @@ def write_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, fmt: str = "yu
     try:
         with atomic_folder(folder) as tmp:
             if fmt == "yuefu":
-                yuefu_format.write(_with_local_encoder_inside(ckpt, tmp), tmp)
+                yuefu_format.write(with_local_encoder_inside(ckpt, tmp), tmp)
             elif fmt == "transformers":
                 transformers_format.write(ckpt, tmp)
             else:
@@ -98,4 +98,4 @@ def write_checkpoint(ckpt: Checkpoint, folder: str | os.PathLike, fmt: str = "yu
     return folder
 
 
-__all__ = ["Checkpoint", "FORMATS", "detect_format", "read_checkpoint", "write_checkpoint"]
+__all__ = ["Checkpoint", "FORMATS", "detect_format", "read_checkpoint", "with_local_encoder_inside", "write_checkpoint"]

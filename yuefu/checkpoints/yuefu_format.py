@@ -34,7 +34,7 @@ def read(folder: str | os.PathLike, lazy: bool = False) -> Checkpoint:
     name = config.text.name
     if name and not Path(name).is_absolute() and (folder / name).is_dir():
         # a text encoder shipped inside the model folder, named absolutely: the model loads from any working folder,
-        # and what is written from it copies the encoder in (checkpoints._with_local_encoder_inside)
+        # and what is written from it copies the encoder in (checkpoints.with_local_encoder_inside)
         config.text.name = str((folder / name).resolve())
     if meta.get("format_version", 1) > FORMAT_VERSION:
         raise CheckpointError(f"{folder}: written by a newer yuefu (format {meta['format_version']})")

@@ -124,7 +124,7 @@ def write_musicgen(folder: Path, cfg: MusicGenConfig, lm_sd: dict[str, torch.Ten
     """Save a MusicGen checkpoint (yuefu format) from the trained state dicts."""
     import shutil
 
-    from yuefu.checkpoints import yuefu_format
+    from yuefu.checkpoints import with_local_encoder_inside, yuefu_format
     from yuefu.checkpoints.transformers_format import TOKENIZER_FILES
 
     encoder_sd, tok_dir = text_encoder_parts(conditioner, cfg)
@@ -136,7 +136,8 @@ def write_musicgen(folder: Path, cfg: MusicGenConfig, lm_sd: dict[str, torch.Ten
                           tempo_proj=None if tempo_proj_sd is None else {
                               k: v.detach().cpu() for k, v in tempo_proj_sd.items()})
         folder.mkdir(parents=True, exist_ok=True)
-        yuefu_format.write(ckpt, folder)
+        # a sentence encoder from a local folder (a packaged model's) is copied in: the folder loads anywhere
+        yuefu_format.write(with_local_encoder_inside(ckpt, folder), folder)
         for name in TOKENIZER_FILES:
             if tok_dir and (Path(tok_dir) / name).exists():
                 shutil.copy2(Path(tok_dir) / name, folder / name)
