@@ -57,14 +57,14 @@ class LMTrainModule(nn.Module):
         object.__setattr__(self, "conditioner", conditioner)
 
     def forward(self, sequence: Tensor, texts: list[str | None], text_length: int | None = None,
-                first_frame: Tensor | None = None, frame_rate: float = 50.0) -> Tensor:
+                first_frame: Tensor | None = None, frame_rate: float | None = None) -> Tensor:
         """sequence [B, K, S] -> logits [B, K, S, card], conditioned on ``texts`` (None: the null condition).
 
         Texts are padded to the longest of the batch and cross-attention sees the padding (zero vectors), as in
         audiocraft; they are padded to ``text_length`` (default: the longest of the *global* batch, over all
         processes), so that N processes or N micro-batches compute what one batch would. A model with a beat
         clock gets, at position ``s`` of row ``b``, the phase of frame ``first_frame[b] + s`` (default 0) at the
-        BPM its text states.
+        BPM its text states; ``frame_rate`` (the codec's, frames per second) is then required.
         """
         cond, _ = self.conditioner(texts)  # [B, L, D], zeros for null texts and padding
         length = distributed.all_reduce_max_int(cond.shape[1]) if text_length is None else text_length
@@ -77,6 +77,8 @@ class LMTrainModule(nn.Module):
         clock = None
         bpm = self.conditioner.clock_bpm(texts)  # [B] (NaN: none) or None
         if bpm is not None:
+            if frame_rate is None:
+                raise ValueError("a model with a beat clock needs the codec's frame_rate")
             steps = torch.arange(sequence.shape[-1], device=bpm.device)  # [S]
             first = torch.zeros_like(steps[:1]) if first_frame is None else first_frame.to(bpm.device)  # [B] or [1]
             frames = first.view(-1, 1) + steps.view(1, -1)  # [B, S] (or [1, S]: every row from frame 0)
@@ -402,7 +404,7 @@ def _clip(params: list[nn.Parameter], max_norm: float) -> Tensor:
 @torch.no_grad()
 def validate(model: nn.Module, entries: list[AudioEntry], cache: TokenCache, frames: int, pattern: CodebookPattern,
              cfg: LMTrainConfig, info: distributed.DistInfo, mcfg: MusicGenConfig,
-             amp: torch.dtype | None, frame_rate: float = 50.0) -> dict[str, float]:
+             amp: torch.dtype | None, frame_rate: float) -> dict[str, float]:
     """Cross-entropy and perplexity per codebook on fixed crops of the valid files (plain descriptions).
 
     ``text_gain`` is how much the text helps: the loss with each item's description swapped for another item's
