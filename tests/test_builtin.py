@@ -328,6 +328,9 @@ def test_average_is_the_weighted_mean_and_refuses_models_that_are_not_fine_tunes
     r = subprocess.run([*yuefu_cmd(), "train", "average", str(a), str(b), "--out", str(tmp_path / "z"),
                         "--weights", "1"], capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "1 weights for 2 models" in r.stderr
+    r = subprocess.run([*yuefu_cmd(), "train", "average", str(a), "no-such-model", "--out", str(tmp_path / "z")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "unknown model 'no-such-model'" in r.stderr and "Traceback" not in r.stderr
     assert not any((tmp_path / n).exists() for n in ("x", "y", "z"))
     r = subprocess.run([*yuefu_cmd(), "train", "average", str(a), str(b), "--out", str(tmp_path / "cli")],
                        capture_output=True, text=True, timeout=300)

@@ -67,7 +67,7 @@ def average_models(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
     projections are averaged; the codec and text encoder, which LM fine-tuning keeps frozen, must agree to float16
     precision and are taken from the first model."""
     from yuefu.checkpoints import read_checkpoint, write_checkpoint
-    from yuefu.checkpoints.builtin import builtin_folder
+    from yuefu.checkpoints.hub import resolve_model
 
     if len(sources) < 2:
         raise InvalidArgumentError("averaging needs at least two models")
@@ -83,12 +83,7 @@ def average_models(sources: Sequence[str | os.PathLike], out: str | os.PathLike,
         raise InvalidArgumentError(f"{out}: exists and is not an empty folder")
 
     names = [str(s) for s in sources]
-    paths = [builtin_folder(s) if not Path(s).expanduser().exists() and builtin_folder(s) else Path(s).expanduser()
-             for s in names]
-    for name, path in zip(names, paths):
-        if not path.exists():
-            raise InvalidArgumentError(f"{name}: no such model folder or built-in model")
-    ckpts = [read_checkpoint(p) for p in paths]
+    ckpts = [read_checkpoint(resolve_model(name)) for name in names]  # folders, built-in names (or hub ids)
     first = ckpts[0]
     if first.codec is None:
         raise CheckpointError(f"{names[0]}: the codec weights are not inside; average models that hold them")
