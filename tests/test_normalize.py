@@ -49,6 +49,10 @@ def read_sections() -> dict[str, list[str]]:
     ("五声调式的中国民歌", "pentatonic Chinese folk song"),  # not 五|声|调式 ("sound mode")
     ("排箫和无品贝斯", "pan flute and fretless bass"),  # not 排|箫 ("xiao"), not 无|品 ("no")
     ("活泼而喜悦，充满活力", "lively and joyful, energetic"),
+    ("喜庆的民间小调，A小调", "festive folk tune, A minor"),  # 小调 is a ditty after 民间, a mode after a tonic
+    ("锯齿波合成器主音", "sawtooth synth lead"),  # not "... lead lead"
+    ("温暖的指弹木吉他，饱满的弦乐组", "warm fingerstyle acoustic guitar, full string section"),
+    ("俏皮的哨笛吉格舞曲，明亮凯旋的小号号曲", "playful tin whistle jig, bright triumphant trumpet fanfare"),
 ])
 def test_exact_translations(prompt, expected):
     result = normalize_prompt(prompt)

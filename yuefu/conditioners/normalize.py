@@ -73,8 +73,9 @@ _GENRES = {
     "战歌": "battle song", "颂歌": "hymn", "圣歌": "hymn", "赞美诗": "hymn", "葬礼进行曲": "funeral march",
     "婚礼进行曲": "wedding march", "阿卡贝拉": "a cappella", "无伴奏": "a cappella", "白噪音": "white noise",
     "故障音效": "glitch effects", "故障": "glitch",
-    "众赞歌": "chorale", "圣咏": "chorale", "民间音乐": "folk music", "民间": "folk", "五声调式": "pentatonic",
-    "五声": "pentatonic",
+    "众赞歌": "chorale", "圣咏": "chorale", "吉格": "jig", "吉格舞曲": "jig", "里尔舞曲": "reel",
+    "克莱兹默": "klezmer", "号曲": "fanfare", "民间小调": "folk tune", "民间音乐": "folk music", "民间": "folk",
+    "五声调式": "pentatonic", "五声": "pentatonic",
 }
 
 _INSTRUMENTS = {
@@ -168,7 +169,8 @@ _MOODS = {
     "复杂": "complex", "重复": "repetitive", "上升": "rising", "极快": "extremely fast", "极慢": "extremely slow",
     "不协和": "dissonant", "和谐": "harmonious", "即兴": "improvised", "欢腾": "jubilant", "强烈": "strong",
     "喜悦": "joyful", "充满活力": "energetic", "富有活力": "energetic", "活力": "energy", "富有戏剧性": "dramatic",
-    "戏剧性": "dramatic", "虔诚": "reverent", "质朴": "rustic",
+    "戏剧性": "dramatic", "虔诚": "reverent", "质朴": "rustic", "寂静": "quiet", "凯旋": "triumphant",
+    "轰鸣": "roaring", "天使般": "angelic", "气声": "breathy", "冥想般": "meditative",
 }
 
 _TEMPO_AND_FORM = {
@@ -337,7 +339,8 @@ _GENERAL = {
     "不同": "different", "其他": "other", "最": "most", "更加": "more", "越来越": "increasingly",
     "逐步": "gradually", "也": "also", "还": "also", "只有": "only", "只": "only", "但": "but", "但是": "but",
     "却": "yet", "所以": "so", "比如": "such as", "例如": "such as", "参考": "reference", "模仿": "imitating",
-    "致敬": "homage", "一起": "together", "好": "good", "爵士风情": "jazz flavour",
+    "致敬": "homage", "一起": "together", "好": "good", "爵士风情": "jazz flavour", "指弹": "fingerstyle",
+    "弦乐组": "string section", "安第斯": "Andean", "犹太": "Jewish", "天使": "angel",
 }
 
 _DESCRIPTORS = {
@@ -722,8 +725,8 @@ def _render_clause(units: list[_Unit]) -> list[str]:
 def _tidy(words: list[str]) -> str:
     kept: list[str] = []
     for w in words:
-        if kept and (kept[-1] == w or (w in ("style", "music") and kept[-1].endswith(w))):
-            continue  # "Chinese style" + 风格, "electronic music" + 音乐
+        if kept and (kept[-1] == w or kept[-1].endswith(" " + w) or (w in ("style", "music") and kept[-1].endswith(w))):
+            continue  # "Chinese style" + 风格, "electronic music" + 音乐, "sawtooth synth lead" + 主音
         if w == "," and (not kept or kept[-1] == ","):
             continue
         kept.append(w)
