@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -366,3 +367,138 @@ def test_yuefu_eval_one_line_errors(tmp_path, capsys):
     write_corpus(tmp_path / "corpus", seconds=0.5)
     expected = 3 if HAVE_LIBROSA else 2  # without librosa the evaluation stops before loading the model
     assert eval_cli.main([str(tmp_path / "no-model"), "--corpus", str(tmp_path / "corpus"), "--quiet"]) == expected
+
+
+# --- prompt files --------------------------------------------------------------------------------------------------
+
+def _write_prompts(path, lines):
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def test_prompt_file_is_read_with_its_targets(tmp_path):
+    from yuefu.eval.prompt_file import read_prompt_file
+
+    path = _write_prompts(tmp_path / "p.jsonl", [
+        "# a comment, then a blank line",
+        "",
+        {"en": " a lonely cello ", "zh": "孤独的大提琴", "instrument": "cello", "bpm": 66, "key": "D minor"},
+        {"en": "chiptune", "zh": "芯片音乐", "instrument": "synth leads & distorted guitar"},
+        {"en": "tin whistle", "zh": "哨笛", "instrument": "Pan Flute", "bpm": 96.5},
+    ])
+    prompts = read_prompt_file(path)
+    assert [p.texts["en"] for p in prompts] == ["a lonely cello", "chiptune", "tin whistle"]
+    assert [p.target() for p in prompts] == [
+        {"family": "bowed strings", "bpm": 66.0, "key": "D minor"},
+        {"family": "synth leads & distorted guitar", "bpm": None, "key": None},
+        {"family": "flutes", "bpm": 96.5, "key": None},  # a lead named with a space and capitals
+    ]
+    only_en = _write_prompts(tmp_path / "en.jsonl", [{"en": "a", "instrument": "piano"},
+                                                      {"en": "b", "instrument": "organ"}])
+    assert len(read_prompt_file(only_en, ("en",))) == 2
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["{not json"], "line 1: not JSON"),
+    ([[1, 2]], "line 1: expected a JSON object"),
+    ([{"en": "a", "zh": "b", "instrument": "piano", "tempo": 90}], "unknown field 'tempo'"),
+    ([{"en": "a", "zh": "b", "instrument": "erhu"}], "unknown instrument 'erhu'"),
+    ([{"en": "a", "zh": "b"}], "'instrument' must name"),
+    ([{"en": "a", "zh": "b", "instrument": "piano", "bpm": 900}], "'bpm' must be a number from 20 to 400"),
+    ([{"en": "a", "zh": "b", "instrument": "piano", "bpm": True}], "'bpm' must be"),
+    ([{"en": "a", "zh": "b", "instrument": "piano", "key": "H major"}], "cannot read the key"),
+    ([{"en": "a", "instrument": "piano"}], "no 'zh' prompt"),
+    ([{"en": "", "zh": "b", "instrument": "piano"}], "'en' must be a non-empty string"),
+    (["# only a comment", {"en": "a", "zh": "b", "instrument": "piano"}], "1 prompt(s)"),
+])
+def test_prompt_file_errors_name_the_line(tmp_path, lines, message):
+    from yuefu.eval.prompt_file import read_prompt_file
+
+    ok = {"en": "x", "zh": "y", "instrument": "piano"}
+    padded = lines if message.endswith("prompt(s)") else [*lines, ok]  # the bad line first, a good one after
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+        read_prompt_file(_write_prompts(tmp_path / "p.jsonl", padded))
+
+
+def test_prompt_file_missing_or_not_text(tmp_path):
+    from yuefu.eval.prompt_file import read_prompt_file
+
+    with pytest.raises(InvalidArgumentError, match="no such file"):
+        read_prompt_file(tmp_path / "nope.jsonl")
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(InvalidArgumentError, match="cannot read it as UTF-8"):
+        read_prompt_file(tmp_path / "bin.jsonl")
+
+
+def test_adherence_leaves_out_prompts_without_bpm_or_key():
+    from yuefu.eval.run import adherence
+
+    measured = [{"family": "flutes", "tempo": 100.0, "key": "C major"},
+                {"family": "flutes", "tempo": 50.0, "key": "A minor"},
+                {"family": "bowed strings", "tempo": 130.0, "key": "G major"}]
+    targets = [{"family": "flutes", "bpm": 90.0, "key": None},  # tempo error 10
+               {"family": "bowed strings", "bpm": None, "key": "A minor"},  # not timed; key right
+               {"family": "bowed strings", "bpm": 100.0, "key": "D major"}]  # tempo error 30; key wrong, mode right
+    a = adherence(measured, targets, num_classes=8)
+    assert a["instrument_accuracy"] == pytest.approx(2 / 3)
+    assert (a["tempo_clips"], a["key_clips"]) == (2, 2)
+    assert a["tempo_error_median_bpm"] == pytest.approx(20.0) and a["tempo_error_mean_bpm"] == pytest.approx(20.0)
+    assert (a["key_accuracy"], a["mode_accuracy"]) == (0.5, 1.0)
+    none = adherence(measured[:1], [{"family": "flutes", "bpm": None, "key": None}], num_classes=8)
+    assert none["tempo_clips"] == 0 and math.isnan(none["tempo_error_median_bpm"]) and math.isnan(none["key_accuracy"])
+
+
+@needs_librosa
+def test_yuefu_eval_with_a_prompt_file(hf_dir, tmp_path, capsys, one_thread):
+    write_corpus(tmp_path / "corpus")
+    prompts = _write_prompts(tmp_path / "mine.jsonl", [
+        {"en": "a slow flute", "zh": "缓慢的长笛", "instrument": "flute", "bpm": 70},
+        {"en": "piano, no tempo asked", "zh": "钢琴", "instrument": "piano"},
+        {"en": "flute in G major at 90 bpm", "zh": "G大调长笛，每分钟90拍", "instrument": "flutes", "bpm": 90,
+         "key": "G major"},
+    ])
+    out = tmp_path / "report.json"
+    code = eval_cli.main([str(hf_dir), "--corpus", str(tmp_path / "corpus"), "--prompt-file", str(prompts),
+                          "--seconds", "1", "--json", str(out), "--device", "cpu", "--quiet", "--languages", "zh",
+                          "--save-audio", str(tmp_path / "clips")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "3 prompts from" in printed and "prompts with a BPM: 2 of 3; with a key: 1" in printed
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["n_prompts"] == 3 and report["prompt_source"] == f"prompt file {prompts}"
+    assert "en" not in report and report["reference_clips"] == 3
+    assert [p["family"] for p in report["prompts"]] == ["flutes", "keyboard & mallets", "flutes"]
+    assert [p["bpm"] for p in report["prompts"]] == [70.0, None, 90.0]
+    zh = report["zh"]
+    assert (zh["model"]["clips"], zh["model"]["tempo_clips"], zh["model"]["key_clips"]) == (3, 2, 1)
+    # the tempo error is the median over the two prompts that ask for one, recomputed from the measured clips
+    tempos = [c["tempo"] for c in zh["clips"]]
+    assert zh["model"]["tempo_error_median_bpm"] == pytest.approx(np.median([abs(tempos[0] - 70), abs(tempos[2] - 90)]))
+    assert zh["clips"][1]["prompt_used"] == "piano"  # the normaliser's English, as the encoder saw it
+    assert sorted(p.name for p in (tmp_path / "clips" / "zh").iterdir()) == ["000.wav", "001.wav", "002.wav"]
+    # the ceiling rows stay the corpus's held-out clips judged against their own sidecars
+    assert report["real"]["adherence"]["clips"] == 3 and report["real"]["adherence"]["tempo_clips"] == 3
+    # --prompts and --prompt-file together: a one-line error
+    assert eval_cli.main([str(hf_dir), "--corpus", str(tmp_path / "corpus"), "--prompt-file", str(prompts),
+                          "--prompts", "4"]) == 2
+    assert capsys.readouterr().err.strip().startswith("yuefu: error: give --prompts or --prompt-file")
+
+
+def test_the_free_prompt_set_reads_whole():
+    """configs/eval/freeform-prompts.jsonl: 48 prompts, 6 per judged family, each Chinese prompt reaching the encoder
+    with no character dropped by the normaliser."""
+    from collections import Counter
+    from pathlib import Path
+
+    from yuefu.conditioners.normalize import normalize_prompt
+    from yuefu.eval.prompt_file import read_prompt_file
+
+    prompts = read_prompt_file(Path(__file__).parents[1] / "configs" / "eval" / "freeform-prompts.jsonl")
+    assert len(prompts) == 48 and set(Counter(p.family for p in prompts).values()) == {6}
+    assert len(FAMILIES) == 8 and {p.family for p in prompts} == set(FAMILIES)
+    for p in prompts:
+        result = normalize_prompt(p.texts["zh"])
+        assert result.unknown == [], (p.texts["zh"], result)
+        if p.bpm is not None:  # the tempo it asks for reaches the encoder in both languages
+            assert str(int(p.bpm)) in p.texts["en"] and str(int(p.bpm)) in result.text_used

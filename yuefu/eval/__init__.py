@@ -5,6 +5,7 @@
 - :mod:`yuefu.eval.classifier`: the instrument-family classifier trained on real renders;
 - :mod:`yuefu.eval.tempo`: tempo by librosa beat tracking (``pip install librosa``);
 - :mod:`yuefu.eval.key`: key and mode by Krumhansl-Schmuckler;
+- :mod:`yuefu.eval.prompt_file`: prompt files of one's own (``yuefu eval --prompt-file``);
 - :mod:`yuefu.eval.run`: :func:`evaluate`, the whole evaluation, and its printed table;
 - :mod:`yuefu.eval.cli`: the ``yuefu eval`` sub-command.
 

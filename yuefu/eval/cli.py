@@ -22,7 +22,10 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
                                    "the valid split of a corpus from `yuefu data render`, each beside a baseline.")
     e.add_argument("model", metavar="MODEL", help="checkpoint folder or hub id")
     e.add_argument("--corpus", required=True, metavar="DIR", help="corpus folder (with train/ and valid/)")
-    e.add_argument("--prompts", type=int, default=16, metavar="N", help="held-out prompts per language (default 16)")
+    e.add_argument("--prompts", type=int, default=None, metavar="N", help="held-out prompts per language (default 16)")
+    e.add_argument("--prompt-file", default=None, metavar="FILE",
+                   help="judge the prompts of this JSON Lines file instead of held-out descriptions: one object a "
+                        "line with en, zh, instrument, and optionally bpm and key (see yuefu.eval.prompt_file)")
     e.add_argument("--seconds", type=float, default=10.0, metavar="S", help="length of each clip (default 10)")
     e.add_argument("--seed", type=int, default=0, help="seed of the prompt sample, shuffle and generation (default 0)")
     e.add_argument("--json", default=None, metavar="OUT", help="write the full report here as JSON")
@@ -47,6 +50,10 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> list[str]:
     """One-line errors for bad values before anything is loaded; returns the languages."""
+    if args.prompts is not None and args.prompt_file is not None:
+        raise InvalidArgumentError("give --prompts or --prompt-file, not both (a prompt file is judged whole)")
+    if args.prompts is None:
+        args.prompts = 16
     if args.prompts < 2:
         raise InvalidArgumentError(f"--prompts must be >= 2 (the baseline shuffles them), got {args.prompts}")
     if not (math.isfinite(args.seconds) and args.seconds > 0):
@@ -83,7 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       top_k=args.top_k, cfg_coef=args.cfg_coef, temperature=args.temperature,
                       tempo_drafts=args.tempo_drafts, tempo_draft_seconds=args.tempo_draft_seconds,
                       progress=not args.quiet, log=lambda msg: print(msg, file=sys.stderr) if not args.quiet else None,
-                      save_audio=args.save_audio)
+                      save_audio=args.save_audio, prompt_file=args.prompt_file)
     print(format_report(report))
     if args.json:
         print(f"report: {args.json}")

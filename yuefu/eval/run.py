@@ -17,6 +17,9 @@
   long as the generated ones) against the same reference, and that of the real clips themselves (the floor that
   this few clips allow: they are part of the reference, so it is low, not zero).
 
+With a prompt file (``--prompt-file``, :mod:`yuefu.eval.prompt_file`) the adherence rows judge free prompts of one's
+own instead, against the instrument, BPM and key each line asks for; the rest is as above.
+
 Everything is seeded: the prompt sample and the derangement come from ``random.Random(seed)``, batch b of the
 generation uses seed ``seed + b`` (English and Chinese prompts the same seeds), the classifier is deterministic.
 """
@@ -42,6 +45,7 @@ from yuefu.eval import features as feat
 from yuefu.eval.corpus import Clip, load_split, read_clip
 from yuefu.eval.key import estimate_key, key_name, mirex_key_score, parse_key
 from yuefu.eval.metrics import mel_distance, si_snr
+from yuefu.eval.prompt_file import read_prompt_file
 from yuefu.eval.tempo import estimate_tempo, octave_tempo_error, require_librosa, tempo_error
 
 logger = logging.getLogger(__name__)
@@ -140,25 +144,32 @@ def _median(values: Sequence[float]) -> float:
     return float(np.median(values)) if len(values) else math.nan
 
 
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
 def adherence(measured: Sequence[dict[str, Any]], targets: Sequence[dict[str, Any]],
               num_classes: int) -> dict[str, float]:
     """Instrument, tempo and key agreement of measured clips with the targets they are judged against (same order)."""
     n = len(targets)
     hits = [m["family"] == t["family"] for m, t in zip(measured, targets)]
-    errors = [tempo_error(m["tempo"], t["bpm"]) for m, t in zip(measured, targets)]
-    octave = [octave_tempo_error(m["tempo"], t["bpm"]) for m, t in zip(measured, targets)]
-    keys = [(parse_key(m["key"]), parse_key(t["key"])) for m, t in zip(measured, targets)]
+    timed = [(m, t) for m, t in zip(measured, targets) if t.get("bpm") is not None]  # a prompt file may omit them
+    errors = [tempo_error(m["tempo"], t["bpm"]) for m, t in timed]
+    octave = [octave_tempo_error(m["tempo"], t["bpm"]) for m, t in timed]
+    keys = [(parse_key(m["key"]), parse_key(t["key"])) for m, t in zip(measured, targets) if t.get("key") is not None]
     return {
         "clips": n,
         "instrument_accuracy": sum(hits) / n,
         "instrument_chance": clf.chance_level([t["family"] for t in targets], num_classes),
+        "tempo_clips": len(timed),
         "tempo_error_median_bpm": _median(errors),
-        "tempo_error_mean_bpm": float(np.mean(errors)),
+        "tempo_error_mean_bpm": _mean(errors),
         "tempo_error_octave_forgiven_median_bpm": _median(octave),
-        "tempo_error_octave_forgiven_mean_bpm": float(np.mean(octave)),
-        "key_accuracy": sum(e == r for e, r in keys) / n,
-        "mode_accuracy": sum(e[1] == r[1] for e, r in keys) / n,
-        "key_mirex_score": sum(mirex_key_score(e, r) for e, r in keys) / n,
+        "tempo_error_octave_forgiven_mean_bpm": _mean(octave),
+        "key_clips": len(keys),
+        "key_accuracy": _mean([e == r for e, r in keys]),
+        "mode_accuracy": _mean([e[1] == r[1] for e, r in keys]),
+        "key_mirex_score": _mean([mirex_key_score(e, r) for e, r in keys]),
     }
 
 
@@ -242,7 +253,8 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
              languages: Sequence[str] = LANGUAGES, top_k: int = 250, cfg_coef: float = 3.0,
              temperature: float = 1.0, tempo_drafts: int = 0, tempo_draft_seconds: float | None = None,
              progress: bool = True, log: Callable[[str], None] | None = None,
-             save_audio: str | os.PathLike | None = None) -> dict[str, Any]:
+             save_audio: str | os.PathLike | None = None,
+             prompt_file: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate ``model`` (a path or hub id, or a loaded :class:`yuefu.MusicGen`) on ``corpus_dir``; the report.
 
     ``n_prompts`` held-out prompts (at most the valid split's size) get one ``seconds``-long clip each, per
@@ -251,6 +263,10 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
     and ``tempo_draft_seconds`` go to ``set_generation_params``.
     ``save_audio``: a folder that gets every generated clip, as ``LANG/CLIP.wav`` (the held-out clip's name), so that
     what was judged can be heard.
+    ``prompt_file``: judge the prompts of this file (:mod:`yuefu.eval.prompt_file`), all of them, instead of
+    ``n_prompts`` held-out descriptions; clips are saved as ``LANG/NNN.wav`` (the line's index among the prompts).
+    The corpus still trains the judge, gives the FAD reference, and gives as many held-out clips (at most all) for
+    the real and codec-resynthesis rows and the codec's FAD, judged against their own sidecars.
     """
     t0 = time.time()
     say = log or (lambda _msg: None)
@@ -266,12 +282,24 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
     if audio_dir is not None and audio_dir.exists() and not audio_dir.is_dir():
         raise InvalidArgumentError(f"--save-audio {audio_dir}: exists and is not a folder")
     require_librosa()
+    from_file = None if prompt_file is None else read_prompt_file(prompt_file, languages)
     valid, train = load_split(corpus_dir, "valid"), load_split(corpus_dir, "train")
-    chosen = select_prompts(valid, n_prompts, seed)
-    if n_prompts > len(valid):
-        say(f"the valid split has {len(valid)} clips: evaluating {len(valid)} prompts, not {n_prompts}")
-    perm = derangement(len(chosen), seed)
-    targets = [_target(c) for c in chosen]
+    chosen = select_prompts(valid, n_prompts if from_file is None else len(from_file), seed)
+    clip_targets = [_target(c) for c in chosen]
+    if from_file is None:
+        if n_prompts > len(valid):
+            say(f"the valid split has {len(valid)} clips: evaluating {len(valid)} prompts, not {n_prompts}")
+        targets, names = clip_targets, [c.name for c in chosen]
+        texts = {lang: [c.prompt_en if lang == "en" else c.prompt_zh for c in chosen] for lang in languages}
+        records = [{"clip": c.name, "en": c.prompt_en, "zh": c.prompt_zh, **t} for c, t in zip(chosen, targets)]
+        source = "held-out descriptions of the corpus (description; description_zh in Chinese)"
+    else:
+        say(f"{len(from_file)} prompts from {prompt_file}")
+        targets, names = [q.target() for q in from_file], [f"{i:03d}" for i in range(len(from_file))]
+        texts = {lang: [q.texts[lang] for q in from_file] for lang in languages}
+        records = [{**q.texts, "instrument": q.instrument, **q.target()} for q in from_file]
+        source = f"prompt file {prompt_file}"
+    perm = derangement(len(targets), seed)
 
     say(f"loading {model if isinstance(model, (str, os.PathLike)) else 'the model'}")
     mg = _load_model(model, device)
@@ -303,7 +331,8 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
         "yuefu_eval": REPORT_VERSION,
         "model": str(model) if isinstance(model, (str, os.PathLike)) else getattr(mg, "name", "model"),
         "corpus": str(Path(corpus_dir).expanduser()),
-        "seed": seed, "n_prompts": len(chosen), "seconds": float(seconds), "sample_rate": sr,
+        "seed": seed, "n_prompts": len(targets), "prompt_source": source, "reference_clips": len(chosen),
+        "seconds": float(seconds), "sample_rate": sr,
         # what the model was set to generate with, read back from it
         "generation": {"top_k": mg.params.top_k, "cfg_coef": mg.params.cfg_coef, "temperature": mg.params.temperature,
                        "batch_size": batch_size, "tempo_drafts": mg.tempo_drafts,
@@ -316,16 +345,15 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
                     "prompt derangement[j])",
         "derangement": perm,
         "codec": codec, "classifier": classifier_info,
-        "real": {"adherence": adherence(real_m, targets, k), "fad": feat.fad(_embeddings(real_m), reference)},
-        "codec_resynth": {"adherence": adherence(resynth_m, targets, k), "fad": fad_codec},
-        "prompts": [{"clip": c.name, "en": c.prompt_en, "zh": c.prompt_zh, **t} for c, t in zip(chosen, targets)],
+        "real": {"adherence": adherence(real_m, clip_targets, k),
+                 "fad": feat.fad(_embeddings(real_m), reference)},
+        "codec_resynth": {"adherence": adherence(resynth_m, clip_targets, k), "fad": fad_codec},
+        "prompts": records,
     }
     for lang in languages:
-        prompts = [c.prompt_en if lang == "en" else c.prompt_zh for c in chosen]
-        report[lang] = language_report(mg, prompts, targets, perm, classifier, reference, fad_codec, seed,
+        report[lang] = language_report(mg, texts[lang], targets, perm, classifier, reference, fad_codec, seed,
                                        batch_size, progress, desc=f"generating ({lang})",
-                                       save_to=None if audio_dir is None else (audio_dir / lang,
-                                                                               [c.name for c in chosen]))
+                                       save_to=None if audio_dir is None else (audio_dir / lang, names))
     report["wall_seconds"] = round(time.time() - t0, 1)
     if out_path is not None:
         _write_json(out_path, report)
@@ -373,11 +401,12 @@ def _targets(lang_report: dict[str, Any]) -> dict[str, Any]:
     """The lead's targets, met or not: accuracy >= 3x chance, median tempo error <= 8 BPM, FAD <= 2x codec's."""
     m = lang_report["model"]
     ratio = m["instrument_accuracy"] / m["instrument_chance"]
+    tempo = m["tempo_error_median_bpm"]
     return {
         "instrument_accuracy_over_chance": ratio,
         "instrument_ok": ratio >= TARGETS["instrument_accuracy_over_chance"],
-        "median_tempo_error_bpm": m["tempo_error_median_bpm"],
-        "tempo_ok": m["tempo_error_median_bpm"] <= TARGETS["median_tempo_error_bpm"],
+        "median_tempo_error_bpm": tempo,
+        "tempo_ok": None if math.isnan(tempo) else tempo <= TARGETS["median_tempo_error_bpm"],  # None: no BPM asked
         "fad_over_codec": lang_report["fad_over_codec"],
         "fad_ok": lang_report["fad_over_codec"] <= TARGETS["fad_over_codec"],
     }
@@ -423,20 +452,26 @@ def _write_json(path: Path, report: dict[str, Any]) -> None:
 
 # --- the printed table --------------------------------------------------------------------------------------------
 
+def _met(ok: bool | None) -> str:
+    return "-" if ok is None else "ok" if ok else "not met"
+
+
 def _fmt(x: Any, digits: int = 2) -> str:
     if x is None:
         return "-"
     if isinstance(x, float):
-        return f"{x:.{digits}f}" if math.isfinite(x) else str(x)
+        return "-" if math.isnan(x) else f"{x:.{digits}f}" if math.isfinite(x) else str(x)
     return str(x)
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a plain-text table (what ``yuefu eval`` prints)."""
     c, k = report["codec"], report["classifier"]
+    source = report.get("prompt_source", "")
+    what = (f"{report['n_prompts']} prompts from {source.removeprefix('prompt file ')}"
+            if source.startswith("prompt file") else f"{report['n_prompts']} held-out prompts")
     lines = [
-        f"yuefu eval: {report['model']} on {report['corpus']} ({report['n_prompts']} held-out prompts, "
-        f"{report['seconds']:g} s, seed {report['seed']})",
+        f"yuefu eval: {report['model']} on {report['corpus']} ({what}, {report['seconds']:g} s, seed {report['seed']})",
         "",
         f"codec on {c['clips']} held-out renders      mel distance (dB)   SI-SNR (dB)",
         f"  all codebooks                       {_fmt(c['mel_distance_db']):>17}   {_fmt(c['si_snr_db']):>11}",
@@ -465,12 +500,19 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(row(f"  baseline: shuffled {lang}", r["baseline_shuffled"], None))
     lines += ["", "tempo error: median |estimate - prompt BPM|; (x2,/2 ok): the same, forgiving double/half time",
               f"FAD: {report['fad_embedding']}; reference: {report['fad_reference']}"]
+    if source.startswith("prompt file"):
+        lang0 = next((r for lang in LANGUAGES if (r := report.get(lang))), None)
+        if lang0 is not None:
+            m = lang0["model"]
+            lines.append(f"prompts with a BPM: {m['tempo_clips']} of {m['clips']}; with a key: {m['key_clips']}")
+        lines.append(f"real renders, codec resynthesis: {report['reference_clips']} held-out clips of the corpus, "
+                     f"judged against their own captions")
     for lang in LANGUAGES:
         if lang in report:
             t = report[lang]["targets"]
             lines.append(f"targets ({lang}): instrument {_fmt(t['instrument_accuracy_over_chance'])}x chance "
                          f"(>= 3: {'ok' if t['instrument_ok'] else 'not met'}), median tempo error "
-                         f"{_fmt(t['median_tempo_error_bpm'], 1)} BPM (<= 8: {'ok' if t['tempo_ok'] else 'not met'}),"
+                         f"{_fmt(t['median_tempo_error_bpm'], 1)} BPM (<= 8: {_met(t['tempo_ok'])}),"
                          f" FAD {_fmt(t['fad_over_codec'])}x codec's (<= 2: {'ok' if t['fad_ok'] else 'not met'})")
     return "\n".join(lines)
 
