@@ -384,7 +384,7 @@ def test_prompt_file_is_read_with_its_targets(tmp_path):
         "# a comment, then a blank line",
         "",
         {"en": " a lonely cello ", "zh": "孤独的大提琴", "instrument": "cello", "bpm": 66, "key": "D minor"},
-        {"en": "chiptune", "zh": "芯片音乐", "instrument": "synth leads & distorted guitar"},
+        {"en": "chiptune", "zh": "芯片音乐", "instrument": "Synth Leads & Distorted Guitar"},  # a family, any case
         {"en": "tin whistle", "zh": "哨笛", "instrument": "Pan Flute", "bpm": 96.5},
     ])
     prompts = read_prompt_file(path)
@@ -407,6 +407,7 @@ def test_prompt_file_is_read_with_its_targets(tmp_path):
     ([{"en": "a", "zh": "b"}], "'instrument' must name"),
     ([{"en": "a", "zh": "b", "instrument": "piano", "bpm": 900}], "'bpm' must be a number from 20 to 400"),
     ([{"en": "a", "zh": "b", "instrument": "piano", "bpm": True}], "'bpm' must be"),
+    (['{"en": "a", "zh": "b", "instrument": "piano", "bpm": 1' + "0" * 400 + "}"], "'bpm' must be"),  # no overflow
     ([{"en": "a", "zh": "b", "instrument": "piano", "key": "H major"}], "cannot read the key"),
     ([{"en": "a", "instrument": "piano"}], "no 'zh' prompt"),
     ([{"en": "", "zh": "b", "instrument": "piano"}], "'en' must be a non-empty string"),
@@ -429,6 +430,21 @@ def test_prompt_file_missing_or_not_text(tmp_path):
     (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(InvalidArgumentError, match="cannot read it as UTF-8"):
         read_prompt_file(tmp_path / "bin.jsonl")
+    lines = [json.dumps({"en": "a", "zh": "b", "instrument": "piano"})] * 2
+    (tmp_path / "bom.jsonl").write_bytes("\n".join(lines).encode("utf-8-sig"))  # as Windows Notepad saves it
+    assert len(read_prompt_file(tmp_path / "bom.jsonl")) == 2
+
+
+def test_targets_and_table_when_no_prompt_asks_for_a_tempo():
+    from yuefu.eval.run import _fmt, _met, _strict, _targets
+
+    lang = {"model": {"instrument_accuracy": 0.5, "instrument_chance": 0.125, "tempo_error_median_bpm": math.nan},
+            "fad_over_codec": 1.5}
+    t = _targets(lang)
+    assert t["instrument_accuracy_over_chance"] == 4.0 and t["instrument_ok"] is True and t["fad_ok"] is True
+    assert t["tempo_ok"] is None and _met(t["tempo_ok"]) == "-" and _fmt(t["median_tempo_error_bpm"], 1) == "-"
+    assert json.loads(json.dumps(_strict(t), allow_nan=False))["median_tempo_error_bpm"] is None
+    assert _targets({**lang, "model": {**lang["model"], "tempo_error_median_bpm": 8.5}})["tempo_ok"] is False
 
 
 def test_adherence_leaves_out_prompts_without_bpm_or_key():

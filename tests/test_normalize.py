@@ -51,6 +51,8 @@ def read_sections() -> dict[str, list[str]]:
     ("活泼而喜悦，充满活力", "lively and joyful, energetic"),
     ("喜庆的民间小调，A小调", "festive folk tune, A minor"),  # 小调 is a ditty after 民间, a mode after a tonic
     ("锯齿波合成器主音", "sawtooth synth lead"),  # not "... lead lead"
+    ("失真电吉他和电吉他", "distorted electric guitar and electric guitar"),  # a repeat only when adjacent
+    ("空气声", "air sound"),  # not 空|气声
     ("温暖的指弹木吉他，饱满的弦乐组", "warm fingerstyle acoustic guitar, full string section"),
     ("俏皮的哨笛吉格舞曲，明亮凯旋的小号号曲", "playful tin whistle jig, bright triumphant trumpet fanfare"),
 ])

@@ -170,7 +170,7 @@ _MOODS = {
     "不协和": "dissonant", "和谐": "harmonious", "即兴": "improvised", "欢腾": "jubilant", "强烈": "strong",
     "喜悦": "joyful", "充满活力": "energetic", "富有活力": "energetic", "活力": "energy", "富有戏剧性": "dramatic",
     "戏剧性": "dramatic", "虔诚": "reverent", "质朴": "rustic", "寂静": "quiet", "凯旋": "triumphant",
-    "轰鸣": "roaring", "天使般": "angelic", "气声": "breathy", "冥想般": "meditative",
+    "轰鸣": "roaring", "天使般": "angelic", "气声": "breathy", "冥想般": "meditative", "空气": "air",
 }
 
 _TEMPO_AND_FORM = {

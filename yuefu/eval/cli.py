@@ -42,7 +42,8 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     e.add_argument("--tempo-draft-seconds", type=float, default=None, metavar="S",
                    help="length of each tempo draft (default: the whole first window)")
     e.add_argument("--save-audio", default=None, metavar="DIR",
-                   help="also write every generated clip, as DIR/en/CLIP.wav and DIR/zh/CLIP.wav")
+                   help="also write every generated clip, as DIR/en/CLIP.wav and DIR/zh/CLIP.wav (with --prompt-file: "
+                        "DIR/en/NNN.wav, NNN the prompt's index)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_eval)
     return e

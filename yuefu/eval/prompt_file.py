@@ -2,14 +2,15 @@
 
 The corpus's held-out prompts come from the renderer's caption templates. A prompt file tests language the
 templates never wrote. It is JSON Lines, one prompt per line (blank lines and lines starting with ``#`` are
-skipped)::
+skipped; a UTF-8 byte-order mark is allowed). A line, wrapped here::
 
     {"en": "a lonely solo cello, slow, around 66 bpm", "zh": "孤独的大提琴独奏，每分钟66拍", "instrument": "cello",
      "bpm": 66, "key": "D minor"}
 
 - ``en`` / ``zh``: the prompt in each language the evaluation runs (``--languages``); at least one;
 - ``instrument``: what should lead, judged by the instrument-family classifier: a lead of
-  :data:`yuefu.eval.classifier.FAMILIES` (``"cello"``, ``"koto"``) or a family name (``"bowed strings"``);
+  :data:`yuefu.eval.classifier.FAMILIES` (``"cello"``, ``"koto"``) or a family name (``"bowed strings"``), in any
+  case;
 - ``bpm`` (optional): the tempo the prompt asks for, 20-400; prompts without one are left out of the tempo error;
 - ``key`` (optional): ``"D minor"``, ``"Eb major"``; prompts without one are left out of key and mode accuracy.
 """
@@ -51,8 +52,9 @@ def _family(value: Any, where: str) -> str:
         raise InvalidArgumentError(f"{where}: 'instrument' must name a lead or a family (e.g. 'cello', "
                                    f"'bowed strings')")
     name = value.strip()
-    if name in clf.FAMILIES:
-        return name
+    families = {f.lower(): f for f in clf.FAMILIES}
+    if name.lower() in families:
+        return families[name.lower()]
     if name.replace(" ", "_").lower() in clf.FAMILY_OF:
         return clf.FAMILY_OF[name.replace(" ", "_").lower()]
     raise InvalidArgumentError(f"{where}: unknown instrument {name!r}; use a lead of the judge (e.g. "
@@ -81,8 +83,8 @@ def _prompt(data: Any, where: str, languages: tuple[str, ...]) -> FilePrompt:
                                    f"fewer languages with --languages")
     bpm = data.get("bpm")
     if bpm is not None:
-        if isinstance(bpm, bool) or not isinstance(bpm, (int, float)) or not math.isfinite(bpm) \
-                or not BPM_RANGE[0] <= bpm <= BPM_RANGE[1]:
+        if isinstance(bpm, bool) or not isinstance(bpm, (int, float)) or not BPM_RANGE[0] <= bpm <= BPM_RANGE[1] \
+                or not math.isfinite(bpm):  # the range first: isfinite overflows on a huge int
             raise InvalidArgumentError(f"{where}: 'bpm' must be a number from {BPM_RANGE[0]:g} to "
                                        f"{BPM_RANGE[1]:g}, got {bpm!r}")
         bpm = float(bpm)
@@ -104,7 +106,7 @@ def read_prompt_file(path: str | os.PathLike, languages: tuple[str, ...] = ("en"
     if not p.is_file():
         raise InvalidArgumentError(f"--prompt-file {p}: no such file")
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InvalidArgumentError(f"--prompt-file {p}: cannot read it as UTF-8 text ({e.__class__.__name__})") \
             from None

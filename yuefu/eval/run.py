@@ -50,7 +50,7 @@ from yuefu.eval.tempo import estimate_tempo, octave_tempo_error, require_librosa
 
 logger = logging.getLogger(__name__)
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: prompt_source, reference_clips, tempo_clips, key_clips; tempo_ok null when no BPM was asked
 LANGUAGES = ("en", "zh")
 TARGETS = {"instrument_accuracy_over_chance": 3.0, "median_tempo_error_bpm": 8.0, "fad_over_codec": 2.0}
 
