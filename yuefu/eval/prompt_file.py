@@ -55,8 +55,9 @@ def _family(value: Any, where: str) -> str:
     families = {f.lower(): f for f in clf.FAMILIES}
     if name.lower() in families:
         return families[name.lower()]
-    if name.replace(" ", "_").lower() in clf.FAMILY_OF:
-        return clf.FAMILY_OF[name.replace(" ", "_").lower()]
+    lead = name.replace(" ", "_").lower()  # "Pan Flute" -> "pan_flute"
+    if lead in clf.FAMILY_OF:
+        return clf.FAMILY_OF[lead]
     raise InvalidArgumentError(f"{where}: unknown instrument {name!r}; use a lead of the judge (e.g. "
                                f"{', '.join(sorted(clf.FAMILY_OF)[:4])}, ...) or a family: "
                                f"{', '.join(clf.FAMILIES)}")
