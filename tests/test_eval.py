@@ -327,6 +327,12 @@ def test_yuefu_eval_end_to_end(hf_dir, tmp_path, capsys, one_thread):
     gen = report["generation"]  # read back from the model after set_generation_params
     assert (gen["top_k"], gen["temperature"], gen["cfg_coef"], gen["tempo_drafts"]) == (50, 0.9, 2.5, 0)
     assert report["fad_embedding"].startswith("logmel-stats-128")
+    import librosa
+
+    env = report["environment"]  # what measured: same seed, other CPU or librosa, other numbers
+    assert env["packages"]["torch"] == torch.__version__
+    assert env["packages"]["librosa"] == librosa.__version__ and env["device"] == "cpu"
+    assert f"torch {torch.__version__}" in env["machine"]
     assert set(report["codec"]) == {"clips", "mel_distance_db", "si_snr_db", "baseline_first_codebook"}
     assert report["classifier"]["accuracy_real_valid"] == 1.0  # two timbres this different are easy
     for lang in ("en", "zh"):

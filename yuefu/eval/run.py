@@ -50,7 +50,8 @@ from yuefu.eval.tempo import estimate_tempo, octave_tempo_error, require_librosa
 
 logger = logging.getLogger(__name__)
 
-REPORT_VERSION = 2  # 2: prompt_source, reference_clips, tempo_clips, key_clips; tempo_ok null when no BPM was asked
+REPORT_VERSION = 3  # 2: prompt_source, reference_clips, tempo_clips, key_clips; tempo_ok null when no BPM was asked
+#                    3: environment (machine, device, package versions)
 LANGUAGES = ("en", "zh")
 TARGETS = {"instrument_accuracy_over_chance": 3.0, "median_tempo_error_bpm": 8.0, "fad_over_codec": 2.0}
 
@@ -240,6 +241,24 @@ def classifier_report(classifier: clf.InstrumentClassifier, real: Sequence[torch
 
 # --- the whole evaluation -----------------------------------------------------------------------------------------
 
+def environment(device: torch.device | str) -> dict[str, Any]:
+    """What measured: machine, device and the versions of the packages the numbers depend on. Sampling is seeded,
+    but the same seed on another CPU or torch build can sample other tokens, and librosa versions track beats
+    differently, so reports compare like for like only within one environment."""
+    import platform
+    from importlib import metadata
+
+    from yuefu.bench import machine
+
+    packages = {}
+    for name in ("yuefu", "torch", "numpy", "scipy", "librosa", "soundfile"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"machine": machine(), "device": str(device), "python": platform.python_version(), "packages": packages}
+
+
 def _load_model(model: Any, device: str | None) -> Any:
     if not isinstance(model, (str, os.PathLike)):
         return model
@@ -332,7 +351,7 @@ def evaluate(model: Any, corpus_dir: str | os.PathLike, n_prompts: int = 16, sec
         "model": str(model) if isinstance(model, (str, os.PathLike)) else getattr(mg, "name", "model"),
         "corpus": str(Path(corpus_dir).expanduser()),
         "seed": seed, "n_prompts": len(targets), "prompt_source": source, "reference_clips": len(chosen),
-        "seconds": float(seconds), "sample_rate": sr,
+        "seconds": float(seconds), "sample_rate": sr, "environment": environment(mg.device),
         # what the model was set to generate with, read back from it
         "generation": {"top_k": mg.params.top_k, "cfg_coef": mg.params.cfg_coef, "temperature": mg.params.temperature,
                        "batch_size": batch_size, "tempo_drafts": mg.tempo_drafts,
