@@ -85,6 +85,36 @@ def test_same_seed_gives_identical_files_whatever_the_worker_count(corpus: Path,
         assert (corpus / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
 
 
+def test_a_rerun_rewrites_old_captions_and_keeps_the_audio(corpus: Path, tmp_path: Path) -> None:
+    """A corpus rendered with an earlier caption version gets new sidecars, not new audio; a sidecar whose recorded
+    plan is not what the seed plans is rendered again, audio and all."""
+    import os
+    import shutil
+
+    out = tmp_path / "corpus"
+    shutil.copytree(corpus, out)
+    (old_json, old_meta), (bad_json, bad_meta) = [(p, json.loads(p.read_text(encoding="utf-8")))
+                                                  for p in sorted(out.glob("*/*.json"))[:2]]
+    want = {p: p.read_bytes() for p in (old_json, bad_json)}
+    old_meta["render"].pop("captions")  # written before caption versions were recorded
+    old_meta["description"] = old_meta["captions"]["en"][0] = "folk folk in 6/8"
+    old_json.write_text(json.dumps(old_meta), encoding="utf-8")
+    bad_meta["render"]["captions"] = "yuefu.data.captions/1"
+    bad_meta["render"]["bpm"] += 7  # not the plan this clip's seed gives
+    bad_json.write_text(json.dumps(bad_meta), encoding="utf-8")
+    for wav in (old_json.with_suffix(".wav"), bad_json.with_suffix(".wav")):
+        os.utime(wav, (1_000_000_000, 1_000_000_000))
+    summary = render.render_corpus(out, clips=6, clip_seconds=4.0, seed=2024, workers=1, progress=False)
+    assert summary.clips == 6 and summary.recaptioned == 1 and not summary.skipped
+    for p in (old_json, bad_json):
+        assert p.read_bytes() == want[p], p.name  # the current sidecar, byte for byte
+    assert old_json.with_suffix(".wav").stat().st_mtime == 1_000_000_000  # kept
+    assert bad_json.with_suffix(".wav").stat().st_mtime != 1_000_000_000  # rendered again
+    assert bad_json.with_suffix(".wav").read_bytes() == (corpus / bad_json.relative_to(out)).with_suffix(
+        ".wav").read_bytes()
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["captions"] == render.cap.CAPTIONS
+
+
 def test_split_is_by_piece() -> None:
     jobs = render.plan_corpus(3000, seed=1)
     splits: dict[str, set[str]] = {"train": set(), "valid": set()}

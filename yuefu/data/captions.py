@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 from yuefu.data.arrange import INSTRUMENTS
 
+# Bump when a change here changes the captions of a given seed (the audio stays; ``yuefu data render`` then rewrites
+# the sidecars of an existing corpus without rendering again). 2: no "folk folk in 6/8", no instrument named twice,
+# no "synth lead lead over".
+CAPTIONS = "yuefu.data.captions/2"
+
 # Key names: the usual spelling of each tonic (flats for flat keys), and the Chinese 升/降 form.
 _MAJOR = ["C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 _MINOR = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B"]
@@ -65,6 +70,7 @@ STYLE_GENRES = {  # style -> (English, Chinese); "{c}" is the culture's adjectiv
     "waltz": ("{c} waltz", "{c}华尔兹"),
     "six_eight": ("{c} folk in 6/8", "{c}6/8拍民谣"),
 }
+GENRE_EXCEPTIONS = {("six_eight", "german"): ("German folk in 6/8", "德国6/8拍民谣")}  # not "folk folk in 6/8"
 CULTURE_ADJECTIVES = {"chinese": ("Chinese-style", "中国风"), "celtic": ("Celtic", "凯尔特风"),
                       "german": ("folk", "民谣"), "baroque": ("classical", "古典")}
 PIECE_WORDS = (("melody", "旋律"), ("tune", "曲子"), ("piece", "乐曲"), ("track", "音乐"))
@@ -86,6 +92,8 @@ class CaptionFields:
 
 
 def genre(f: CaptionFields) -> tuple[str, str]:
+    if (f.style, f.culture) in GENRE_EXCEPTIONS:
+        return GENRE_EXCEPTIONS[f.style, f.culture]
     if f.style in STYLE_GENRES:
         en, zh = STYLE_GENRES[f.style]
         c_en, c_zh = CULTURE_ADJECTIVES[f.culture]
@@ -107,6 +115,11 @@ def _join_zh(words: list[str]) -> str:
     return words[0] if len(words) == 1 else "、".join(words[:-1]) + "和" + words[-1]
 
 
+def _unique(names: list[str]) -> list[str]:
+    """Instrument keys in order, each once: two parts on one instrument are named once."""
+    return list(dict.fromkeys(names))
+
+
 def _a(word: str) -> str:
     return "an" if word[0].lower() in "aeiou" else "a"
 
@@ -114,16 +127,18 @@ def _a(word: str) -> str:
 def _arrangement(f: CaptionFields, rng: random.Random) -> tuple[str, str]:
     """How the instruments play together: "solo koto", "koto over bass and drums", ..."""
     lead_en, lead_zh = INSTRUMENTS[f.lead].en, INSTRUMENTS[f.lead].zh
+    others = [x for x in _unique(f.others) if x != f.lead]
     if f.style == "chorale":
-        names = [f.lead, *f.others]
+        names = [f.lead, *others]
         return (f"four voices on {_join_en([INSTRUMENTS[x].en for x in names])}",
                 f"{_join_zh([INSTRUMENTS[x].zh for x in names])}演奏的四声部")
-    if not f.others:
+    if not others:
         return rng.choice([(f"solo {lead_en}", f"{lead_zh}独奏"), (f"{lead_en} solo", f"{lead_zh}独奏")])
-    rest_en = _join_en([INSTRUMENTS[x].en for x in f.others])
-    rest_zh = _join_zh([INSTRUMENTS[x].zh for x in f.others])
+    rest_en = _join_en([INSTRUMENTS[x].en for x in others])
+    rest_zh = _join_zh([INSTRUMENTS[x].zh for x in others])
+    leads_en = lead_en if lead_en.endswith(" lead") else f"{lead_en} lead"  # "sawtooth synth lead over ..."
     return rng.choice([
-        (f"{lead_en} lead over {rest_en}", f"{lead_zh}主奏，{rest_zh}伴奏"),
+        (f"{leads_en} over {rest_en}", f"{lead_zh}主奏，{rest_zh}伴奏"),
         (f"{lead_en} melody with {rest_en}", f"{lead_zh}旋律配{rest_zh}"),
         (f"{lead_en} accompanied by {rest_en}", f"{rest_zh}伴奏的{lead_zh}"),
     ])
@@ -138,7 +153,7 @@ def captions(f: CaptionFields, m: list[tuple[str, str]], rng: random.Random, n: 
     m_en, m_zh = m[0]
     m2_en, m2_zh = m[-1]
     de = "的" if len(m_zh) > 2 else ""  # 欢快中国民歌, but 充满活力的中国民歌
-    names = [f.lead, *f.others]
+    names = _unique([f.lead, *f.others])
     inst_en = _join_en([INSTRUMENTS[x].en for x in names])
     inst_zh = _join_zh([INSTRUMENTS[x].zh for x in names])
     arr_en, arr_zh = _arrangement(f, rng)

@@ -10,6 +10,8 @@ the tags (genre, bpm, key, instruments, moods), the piece, its split and every r
 The corpus is a function of the seed: the plan (which piece each clip plays and the seed of its choices) is drawn
 in this process, and every clip is rendered from its own seed, so the worker count and the order in which clips
 finish change nothing. The train/valid split is by piece (a hash of its id): a piece's clips are all on one side.
+Running it again over an existing corpus renders only what is missing, and rewrites the sidecars whose captions
+come from an earlier version of the caption templates (the audio does not depend on them).
 
 Needs the ``fluidsynth`` program and a GM soundfont (Debian: ``apt-get install fluidsynth fluid-soundfont-gm``)
 and ``pip install music21``.
@@ -290,14 +292,18 @@ def clip_paths(out_dir: Path, split: str, index: int) -> tuple[Path, Path]:
     return stem.with_suffix(".wav"), stem.with_suffix(".json")
 
 
-def _already_rendered(json_path: Path, settings: RenderSettings, clip_seed: int) -> bool:
+def _already_rendered(json_path: Path, settings: RenderSettings, clip_seed: int) -> str | None:
+    """The clip's state: "done" (audio and sidecar current), "captions" (the audio is current, the sidecar has
+    captions of an earlier :data:`yuefu.data.captions.CAPTIONS`) or None (to be rendered)."""
     try:
         meta = json.loads(json_path.read_text(encoding="utf-8"))
         r = meta["render"]
-        return (r["renderer"], r["corpus_seed"], r["clip_seed"], meta["duration"]) == (
-            RENDERER, settings.seed, clip_seed, settings.seconds) and json_path.with_suffix(".wav").exists()
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        if (r["renderer"], r["corpus_seed"], r["clip_seed"], meta["duration"]) != (
+                RENDERER, settings.seed, clip_seed, settings.seconds) or not json_path.with_suffix(".wav").exists():
+            return None
+        return "done" if r.get("captions") == cap.CAPTIONS else "captions"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -349,6 +355,7 @@ def sidecar(piece: arr.Piece, plan: arr.Plan, split: str, settings: RenderSettin
             "soundfont": settings.soundfont.name,
             "synth": settings.fluidsynth_version,
             "renderer": RENDERER,
+            "captions": cap.CAPTIONS,
         },
     }
 
@@ -359,6 +366,13 @@ class JobResult:
     clips: dict[str, int] = field(default_factory=lambda: {"train": 0, "valid": 0})
     pieces: set[str] = field(default_factory=set)
     problems: list[str] = field(default_factory=list)  # one line each
+    recaptioned: int = 0  # clips kept whose sidecars got the current captions
+
+    def add(self, job: PieceJob, settings: RenderSettings) -> None:
+        """Count one clip of ``job`` as there."""
+        self.seconds += settings.seconds
+        self.clips[job.split] += 1
+        self.pieces.add(job.ref.id)
 
 
 def render_job(job: PieceJob, settings: RenderSettings) -> JobResult:
@@ -367,12 +381,11 @@ def render_job(job: PieceJob, settings: RenderSettings) -> JobResult:
     todo = []
     for index, clip_seed in job.clips:
         wav_path, json_path = clip_paths(settings.out_dir, job.split, index)
-        if _already_rendered(json_path, settings, clip_seed):
-            result.seconds += settings.seconds
-            result.clips[job.split] += 1
-            result.pieces.add(job.ref.id)
+        state = _already_rendered(json_path, settings, clip_seed)
+        if state == "done":
+            result.add(job, settings)
         else:
-            todo.append((index, clip_seed, wav_path, json_path))
+            todo.append((index, clip_seed, wav_path, json_path, state == "captions"))
     if not todo:
         return result
     try:
@@ -382,9 +395,14 @@ def render_job(job: PieceJob, settings: RenderSettings) -> JobResult:
         return result
     from yuefu import audio
 
-    for index, clip_seed, wav_path, json_path in todo:
+    for index, clip_seed, wav_path, json_path, captions_only in todo:
         try:
             plan = arr.plan_arrangement(piece, random.Random(clip_seed), settings.styles)
+            if captions_only and _same_plan(json_path, plan):  # the audio stands: new captions, same clip
+                _write_json(json_path, sidecar(piece, plan, job.split, settings, clip_seed))
+                result.recaptioned += 1
+                result.add(job, settings)
+                continue
             midi = arr.to_midi(arr.arrange(piece, plan, settings.seconds))
             samples = finish(synthesize(midi, settings.soundfont, settings.fluidsynth), settings.seconds)
             meta = sidecar(piece, plan, job.split, settings, clip_seed)
@@ -394,10 +412,18 @@ def render_job(job: PieceJob, settings: RenderSettings) -> JobResult:
         except Exception as e:
             result.problems.append(f"skipped clip {index} of {job.ref.id}: {_one_line(e)}")
             continue
-        result.seconds += settings.seconds
-        result.clips[job.split] += 1
-        result.pieces.add(job.ref.id)
+        result.add(job, settings)
     return result
+
+
+def _same_plan(json_path: Path, plan: arr.Plan) -> bool:
+    """Whether the sidecar at ``json_path`` records ``plan``: the clip beside it was rendered from it."""
+    try:
+        recorded = json.loads(json_path.read_text(encoding="utf-8"))["render"]
+    except (OSError, ValueError, KeyError):
+        return False
+    planned = json.loads(json.dumps(dataclasses.asdict(plan)))  # tuples as lists, as the sidecar has them
+    return all(recorded.get(k) == v for k, v in planned.items())
 
 
 def _one_line(e: BaseException) -> str:
@@ -419,6 +445,7 @@ class RenderSummary:
     pieces: int
     skipped: list[str]  # one line per problem
     wall_seconds: float
+    recaptioned: int = 0  # clips already rendered whose sidecars were rewritten with the current captions
 
     @property
     def speed(self) -> float:
@@ -432,9 +459,10 @@ def render_corpus(out_dir: str | os.PathLike, hours: float = 1.0, seed: int = 0,
                   clips_per_piece: int = 2, progress: bool = True) -> RenderSummary:
     """Render ``hours`` of audio (or exactly ``clips`` clips) of ``clip_seconds`` each into ``out_dir``.
 
-    Clips already there from the same seed and settings are kept, so an interrupted run resumes. Problems with
-    single pieces or clips are printed as one line each and skipped; a missing fluidsynth, soundfont or music21
-    raises YuefuError before anything is rendered.
+    Clips already there from the same seed and settings are kept, so an interrupted run resumes; those whose
+    sidecars hold captions of an earlier :data:`yuefu.data.captions.CAPTIONS` get new sidecars, not new audio.
+    Problems with single pieces or clips are printed as one line each and skipped; a missing fluidsynth, soundfont
+    or music21 raises YuefuError before anything is rendered.
     """
     sources = tuple(sources) if sources else DEFAULT_SOURCES
     unknown = [s for s in sources if s not in SOURCES]
@@ -473,6 +501,7 @@ def render_corpus(out_dir: str | os.PathLike, hours: float = 1.0, seed: int = 0,
         for split, count in r.clips.items():
             total.clips[split] += count
         total.pieces |= r.pieces
+        total.recaptioned += r.recaptioned
         for line in r.problems:
             total.problems.append(line)
             tqdm.write(f"yuefu: {line}", file=sys.stderr)
@@ -498,9 +527,11 @@ def render_corpus(out_dir: str | os.PathLike, hours: float = 1.0, seed: int = 0,
         bar.close()
     summary = RenderSummary(out_dir=settings.out_dir, clips=sum(total.clips.values()), seconds=total.seconds,
                             train=total.clips["train"], valid=total.clips["valid"], pieces=len(total.pieces),
-                            skipped=total.problems, wall_seconds=time.perf_counter() - started)
+                            skipped=total.problems, wall_seconds=time.perf_counter() - started,
+                            recaptioned=total.recaptioned)
     _write_json(settings.out_dir / "summary.json", {
-        "renderer": RENDERER, "seed": seed, "clips_requested": clips, "clip_seconds": clip_seconds,
+        "renderer": RENDERER, "captions": cap.CAPTIONS, "seed": seed, "clips_requested": clips,
+        "clip_seconds": clip_seconds,
         "sources": list(sources), "styles": list(styles) if styles else None, "clips_per_piece": clips_per_piece,
         "clips": summary.clips, "train": summary.train, "valid": summary.valid, "pieces": summary.pieces,
         "hours": summary.seconds / 3600, "skipped": summary.skipped, "wall_seconds": round(summary.wall_seconds, 1),
@@ -557,4 +588,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     print(f"rendered {summary.clips} clips ({summary.seconds / 3600:.2f} h; train {summary.train}, valid "
           f"{summary.valid}; {summary.pieces} pieces) into {summary.out_dir} in {summary.wall_seconds / 60:.1f} min: "
           f"{summary.speed:.1f} min of audio per min; {len(summary.skipped)} skipped")
+    if summary.recaptioned:
+        print(f"  {summary.recaptioned} clips were already rendered with older captions: their sidecars now have "
+              f"the current ones ({cap.CAPTIONS}), the audio is unchanged")
     return 0
