@@ -338,7 +338,8 @@ def test_yuefu_eval_end_to_end(hf_dir, tmp_path, capsys, one_thread):
     for lang in ("en", "zh"):
         r = report[lang]
         for side in ("model", "baseline_shuffled"):
-            assert set(r[side]) >= {"instrument_accuracy", "instrument_chance", "tempo_error_median_bpm",
+            assert set(r[side]) >= {"instrument_accuracy", "instrument_accuracy_ci95", "tempo_error_median_ci95",
+                                    "instrument_chance", "tempo_error_median_bpm",
                                     "tempo_error_octave_forgiven_median_bpm", "key_accuracy", "mode_accuracy",
                                     "key_mirex_score"}
         assert {"fad", "fad_codec_resynth", "fad_over_codec", "targets", "clips"} <= set(r)
@@ -453,6 +454,25 @@ def test_targets_and_table_when_no_prompt_asks_for_a_tempo():
     assert _targets({**lang, "model": {**lang["model"], "tempo_error_median_bpm": 8.5}})["tempo_ok"] is False
 
 
+def test_bootstrap_intervals_match_the_closed_forms():
+    """The mean of 400 Bernoulli(0.6) hits: p +- 1.96 sqrt(p(1-p)/n). The median of 400 draws from U(0, 20): the
+    asymptotic standard error 1 / (2 f(m) sqrt(n)) = 0.5, so +- 0.98."""
+    from yuefu.eval.run import bootstrap_ci
+
+    rng = np.random.default_rng(1)
+    hits = (rng.random(400) < 0.6).astype(float)
+    p = hits.mean()
+    lo, hi = bootstrap_ci(hits)
+    half = 1.96 * math.sqrt(p * (1 - p) / 400)
+    assert lo < p < hi and (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert (p - lo) == pytest.approx(hi - p, abs=0.015)  # symmetric at p = 0.6
+    errors = rng.uniform(0, 20, 400)
+    lo, hi = bootstrap_ci(errors, "median")
+    assert lo < np.median(errors) < hi and (hi - lo) / 2 == pytest.approx(0.98, rel=0.3)
+    assert bootstrap_ci([]) is None and bootstrap_ci([1.0, 1.0, 1.0]) == [1.0, 1.0]
+    assert bootstrap_ci(hits) == bootstrap_ci(hits)  # seeded
+
+
 def test_adherence_leaves_out_prompts_without_bpm_or_key():
     from yuefu.eval.run import adherence
 
@@ -469,6 +489,9 @@ def test_adherence_leaves_out_prompts_without_bpm_or_key():
     assert (a["key_accuracy"], a["mode_accuracy"]) == (0.5, 1.0)
     none = adherence(measured[:1], [{"family": "flutes", "bpm": None, "key": None}], num_classes=8)
     assert none["tempo_clips"] == 0 and math.isnan(none["tempo_error_median_bpm"]) and math.isnan(none["key_accuracy"])
+    assert none["tempo_error_median_ci95"] is None and none["instrument_accuracy_ci95"] == [1.0, 1.0]
+    lo, hi = a["tempo_error_median_ci95"]  # medians of resampled {10, 30}: 10, 20 or 30
+    assert 10.0 <= lo <= 20.0 <= hi <= 30.0
 
 
 @needs_librosa

@@ -51,7 +51,8 @@ from yuefu.eval.tempo import estimate_tempo, octave_tempo_error, require_librosa
 logger = logging.getLogger(__name__)
 
 REPORT_VERSION = 3  # 2: prompt_source, reference_clips, tempo_clips, key_clips; tempo_ok null when no BPM was asked
-#                    3: environment (machine, device, package versions)
+#                    3: environment (machine, device, package versions); 95% bootstrap intervals over the prompts
+BOOTSTRAP_RESAMPLES = 2000
 LANGUAGES = ("en", "zh")
 TARGETS = {"instrument_accuracy_over_chance": 3.0, "median_tempo_error_bpm": 8.0, "fad_over_codec": 2.0}
 
@@ -149,6 +150,20 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
+def bootstrap_ci(values: Sequence[float], statistic: str = "mean", resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = 0) -> list[float] | None:
+    """95% percentile interval of the ``statistic`` ("mean" or "median") of ``values`` (one per prompt), over
+    ``resamples`` resamplings of the prompts with replacement: how much the figure owes to which prompts were
+    drawn (and to each clip's one sampling). None without values."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, x.size, size=(resamples, x.size))  # [R, N]
+    stats = (np.median if statistic == "median" else np.mean)(x[idx], axis=1)  # [R]
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def adherence(measured: Sequence[dict[str, Any]], targets: Sequence[dict[str, Any]],
               num_classes: int) -> dict[str, float]:
     """Instrument, tempo and key agreement of measured clips with the targets they are judged against (same order)."""
@@ -161,9 +176,11 @@ def adherence(measured: Sequence[dict[str, Any]], targets: Sequence[dict[str, An
     return {
         "clips": n,
         "instrument_accuracy": sum(hits) / n,
+        "instrument_accuracy_ci95": bootstrap_ci([float(h) for h in hits]),
         "instrument_chance": clf.chance_level([t["family"] for t in targets], num_classes),
         "tempo_clips": len(timed),
         "tempo_error_median_bpm": _median(errors),
+        "tempo_error_median_ci95": bootstrap_ci(errors, "median"),
         "tempo_error_mean_bpm": _mean(errors),
         "tempo_error_octave_forgiven_median_bpm": _median(octave),
         "tempo_error_octave_forgiven_mean_bpm": _mean(octave),
@@ -421,10 +438,14 @@ def _targets(lang_report: dict[str, Any]) -> dict[str, Any]:
     m = lang_report["model"]
     ratio = m["instrument_accuracy"] / m["instrument_chance"]
     tempo = m["tempo_error_median_bpm"]
+    ci = m.get("instrument_accuracy_ci95")
     return {
         "instrument_accuracy_over_chance": ratio,
+        # the prompts resampled, chance held at this set's
+        "instrument_accuracy_over_chance_ci95": None if ci is None else [v / m["instrument_chance"] for v in ci],
         "instrument_ok": ratio >= TARGETS["instrument_accuracy_over_chance"],
         "median_tempo_error_bpm": tempo,
+        "median_tempo_error_ci95": m.get("tempo_error_median_ci95"),
         "tempo_ok": None if math.isnan(tempo) else tempo <= TARGETS["median_tempo_error_bpm"],  # None: no BPM asked
         "fad_over_codec": lang_report["fad_over_codec"],
         "fad_ok": lang_report["fad_over_codec"] <= TARGETS["fad_over_codec"],
@@ -473,6 +494,11 @@ def _write_json(path: Path, report: dict[str, Any]) -> None:
 
 def _met(ok: bool | None) -> str:
     return "-" if ok is None else "ok" if ok else "not met"
+
+
+def _ci(ci: Sequence[float] | None, digits: int = 2) -> str:
+    """"95% CI 2.61-3.28; " for an interval, "" without one."""
+    return "" if ci is None else f"95% CI {_fmt(ci[0], digits)}-{_fmt(ci[1], digits)}; "
 
 
 def _fmt(x: Any, digits: int = 2) -> str:
@@ -530,9 +556,13 @@ def format_report(report: dict[str, Any]) -> str:
         if lang in report:
             t = report[lang]["targets"]
             lines.append(f"targets ({lang}): instrument {_fmt(t['instrument_accuracy_over_chance'])}x chance "
-                         f"(>= 3: {'ok' if t['instrument_ok'] else 'not met'}), median tempo error "
-                         f"{_fmt(t['median_tempo_error_bpm'], 1)} BPM (<= 8: {_met(t['tempo_ok'])}),"
+                         f"({_ci(t.get('instrument_accuracy_over_chance_ci95'))}>= 3: "
+                         f"{'ok' if t['instrument_ok'] else 'not met'}), median tempo error "
+                         f"{_fmt(t['median_tempo_error_bpm'], 1)} BPM ({_ci(t.get('median_tempo_error_ci95'), 1)}"
+                         f"<= 8: {_met(t['tempo_ok'])}),"
                          f" FAD {_fmt(t['fad_over_codec'])}x codec's (<= 2: {'ok' if t['fad_ok'] else 'not met'})")
+    if any(lang in report for lang in LANGUAGES):
+        lines.append("95% intervals: the prompts resampled with replacement (bootstrap); one seed's clips")
     return "\n".join(lines)
 
 
