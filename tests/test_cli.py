@@ -89,3 +89,12 @@ def test_bad_input_gives_one_line_and_exit_code(hf_dir, tmp_path, case, code):
 def test_module_entry_point_matches_console_script():
     r = subprocess.run([sys.executable, "-m", "yuefu", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("yuefu ")
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """`yuefu models | head -0`: stdout is closed before yuefu writes; it exits 141 (128 + SIGPIPE), quietly."""
+    p = subprocess.Popen([*yuefu_cmd(), "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.close()  # long before the interpreter has imported yuefu and printed
+    err = p.stderr.read()
+    assert p.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err

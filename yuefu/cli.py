@@ -452,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("yuefu: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `yuefu eval --pool ... | head`: the reader left; no traceback, no flush error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
 
 
 if __name__ == "__main__":

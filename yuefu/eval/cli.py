@@ -1,4 +1,5 @@
-"""``yuefu eval MODEL --corpus DIR``: the evaluation of :func:`yuefu.eval.run.evaluate` from the command line.
+"""``yuefu eval MODEL --corpus DIR``: the evaluation of :func:`yuefu.eval.run.evaluate` from the command line;
+``yuefu eval --pool R1.json R2.json ...``: reports of other seeds pooled (:mod:`yuefu.eval.pool`).
 
 Register it in ``yuefu/cli.py`` with :func:`add_eval_parser` (the parsed namespace carries its handler as
 ``func``, :func:`cmd_eval`). Errors are one line: InvalidArgumentError (bad option, not a corpus),
@@ -20,8 +21,11 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a model on a rendered corpus' held-out clips (codec, adherence, FAD)",
                        description="Codec quality, prompt adherence (instrument, tempo, key) and FAD of a model on "
                                    "the valid split of a corpus from `yuefu data render`, each beside a baseline.")
-    e.add_argument("model", metavar="MODEL", help="checkpoint folder or hub id")
-    e.add_argument("--corpus", required=True, metavar="DIR", help="corpus folder (with train/ and valid/)")
+    e.add_argument("model", metavar="MODEL", nargs="?", default=None, help="checkpoint folder or hub id")
+    e.add_argument("--corpus", metavar="DIR", help="corpus folder (with train/ and valid/); required with MODEL")
+    e.add_argument("--pool", nargs="+", default=None, metavar="REPORT",
+                   help="instead of evaluating: pool the --json reports of one model on the same prompts at other "
+                        "seeds (every clip counted; 95%% intervals resample the prompts)")
     e.add_argument("--prompts", type=int, default=None, metavar="N", help="held-out prompts per language (default 16)")
     e.add_argument("--prompt-file", default=None, metavar="FILE",
                    help="judge the prompts of this JSON Lines file instead of held-out descriptions: one object a "
@@ -51,6 +55,8 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> list[str]:
     """One-line errors for bad values before anything is loaded; returns the languages."""
+    if args.model is None or args.corpus is None:
+        raise InvalidArgumentError("give MODEL and --corpus DIR (or --pool REPORT REPORT ... to pool reports)")
     if args.prompts is not None and args.prompt_file is not None:
         raise InvalidArgumentError("give --prompts or --prompt-file, not both (a prompt file is judged whole)")
     if args.prompts is None:
@@ -85,6 +91,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from yuefu.eval.run import evaluate, format_report
 
+    if args.pool is not None:
+        return _pool(args)
     languages = _check_args(args)
     report = evaluate(args.model, args.corpus, n_prompts=args.prompts, seconds=args.seconds, seed=args.seed,
                       out_json=args.json, device=args.device, batch_size=args.batch_size, languages=languages,
@@ -95,6 +103,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(format_report(report))
     if args.json:
         print(f"report: {args.json}")
+    return 0
+
+
+def _pool(args: argparse.Namespace) -> int:
+    """``--pool``: read the reports, print (and with --json write) the pooled figures."""
+    from yuefu.eval.pool import format_pooled, pool_reports, read_reports
+    from yuefu.eval.run import _check_out_json, _write_json
+
+    if args.model is not None or args.corpus is not None or args.prompt_file is not None:
+        raise InvalidArgumentError("--pool reads reports: give no MODEL, --corpus or --prompt-file with it")
+    out = _check_out_json(args.json)
+    pooled = pool_reports(read_reports(args.pool))
+    print(format_pooled(pooled))
+    if out is not None:
+        _write_json(out, pooled)
+        print(f"pooled report: {out}")
     return 0
 
 
