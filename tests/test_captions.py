@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 
 from yuefu.data import arrange as arr
 from yuefu.data import captions as cap
@@ -16,7 +15,8 @@ def _fields(rng: random.Random, style: str, culture: str, lead: str, others: lis
 
 
 def _repeated_words(text: str) -> list[str]:
-    words = [w.lower() for w in re.findall(r"[A-Za-z0-9/#-]+", text)]
+    """Words said twice with nothing between ("folk folk", "lead lead"); "pan flute, flute" names two instruments."""
+    words = text.lower().split()
     return [a for a, b in zip(words, words[1:]) if a == b]
 
 

@@ -93,7 +93,9 @@ def test_module_entry_point_matches_console_script():
 
 def test_a_reader_that_leaves_early_gets_no_traceback():
     """`yuefu models | head -0`: stdout is closed before yuefu writes; it exits 141 (128 + SIGPIPE), quietly."""
-    p = subprocess.Popen([*yuefu_cmd(), "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # short output waits in the buffer
+    p = subprocess.Popen([*yuefu_cmd(), "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**env, "HF_HUB_OFFLINE": "1"})
     p.stdout.close()  # long before the interpreter has imported yuefu and printed
     err = p.stderr.read()
     assert p.wait(timeout=120) == 141, err

@@ -12,6 +12,10 @@ from yuefu.errors import InvalidArgumentError
 from yuefu.eval.pool import pool_reports, read_reports
 
 
+def _clip(family: str, tempo: float) -> dict:
+    return {"family": family, "tempo": tempo, "key": "C major"}
+
+
 def _report(seed: int, prompts: list[dict], clips: list[dict], derangement: list[int], model: str = "m") -> dict:
     lang = {"model": {"instrument_chance": 0.5, "instrument_accuracy": 0.0, "tempo_error_median_bpm": 0.0},
             "baseline_shuffled": {"instrument_chance": 0.5, "instrument_accuracy": 0.0,
@@ -26,15 +30,15 @@ def test_pooled_figures_by_hand():
     a = {"clip": "a", "en": "flute", "zh": "长笛", "family": "flutes", "bpm": 100.0}
     b = {"clip": "b", "en": "harp", "zh": "竖琴", "family": "plucked strings", "bpm": None}
     c = {"clip": "c", "en": "violin", "zh": "小提琴", "family": "bowed strings", "bpm": 80.0}
-    r0 = _report(0, [a, b, c], [{"family": "flutes", "tempo": 110.0}, {"family": "flutes", "tempo": 90.0},
-                                {"family": "bowed strings", "tempo": 120.0}], [1, 2, 0])
-    r1 = _report(1, [c, a, b], [{"family": "flutes", "tempo": 84.0}, {"family": "flutes", "tempo": 99.0},
-                                {"family": "plucked strings", "tempo": 70.0}], [2, 0, 1])
+    r0 = _report(0, [a, b, c], [_clip("flutes", 110.0), _clip("flutes", 90.0), _clip("bowed strings", 120.0)],
+                 [1, 2, 0])
+    r1 = _report(1, [c, a, b], [_clip("flutes", 84.0), _clip("flutes", 99.0), _clip("plucked strings", 70.0)],
+                 [2, 0, 1])
     p = pool_reports([r0, r1])
     m = p["en"]["model"]
     # hits: seed 0 a, c (b wrong); seed 1 a, b (c wrong): 4 of 6. Tempo errors: 10, 40 (seed 0), 4, 1 (seed 1).
     assert m["instrument_accuracy"] == pytest.approx(4 / 6)
-    assert m["instrument_accuracy_over_chance"] == pytest.approx(4 / 3)
+    assert m["instrument_accuracy_over_chance"] == pytest.approx(2.0)  # chance: the majority family, 2 of 6
     assert m["tempo_error_median_bpm"] == pytest.approx(7.0)
     lo, hi = m["instrument_accuracy_ci95"]
     assert 0.0 <= lo <= 4 / 6 <= hi <= 1.0
@@ -58,7 +62,7 @@ def test_the_interval_resamples_prompts_not_clips():
         reports = []
         for seed in range(5):
             right = fixed if agree else rng.random(400) < 0.6
-            clips = [{"family": "flutes" if r else "organ & free reeds", "tempo": 0.0} for r in right]
+            clips = [_clip("flutes" if r else "organ & free reeds", 0.0) for r in right]
             reports.append(_report(seed, prompts, clips, list(range(1, 400)) + [0]))
         m = pool_reports(reports)["en"]["model"]
         p = m["instrument_accuracy"]
@@ -70,17 +74,35 @@ def test_the_interval_resamples_prompts_not_clips():
 def test_reports_that_do_not_pool_are_one_line_errors(tmp_path):
     a = {"clip": "a", "en": "flute", "zh": "长笛", "family": "flutes", "bpm": None}
     b = {"clip": "b", "en": "harp", "zh": "竖琴", "family": "plucked strings", "bpm": None}
-    clips = [{"family": "flutes", "tempo": 1.0}] * 2
+    clips = [_clip("flutes", 1.0)] * 2
     r = _report(0, [a, b], clips, [1, 0])
     with pytest.raises(InvalidArgumentError, match="two reports"):
         pool_reports([r])
     with pytest.raises(InvalidArgumentError, match="same prompts"):
         pool_reports([r, _report(1, [a, {**b, "en": "harp, other words"}], clips, [1, 0])])
-    with pytest.raises(InvalidArgumentError, match="different models"):
+    with pytest.raises(InvalidArgumentError, match="different settings: model 'm' / 'other'"):
         pool_reports([r, _report(1, [a, b], clips, [1, 0], model="other")])
+    drafts = {**_report(1, [a, b], clips, [1, 0]), "generation": {"tempo_drafts": 2, "seeds": "1 + batch index"}}
+    with pytest.raises(InvalidArgumentError, match="tempo_drafts None / 2"):
+        pool_reports([r, drafts])
+    zh_only = {k: v for k, v in _report(1, [a, b], clips, [1, 0]).items() if k != "en"}
+    zh_only["zh"] = r["en"]
+    with pytest.raises(InvalidArgumentError, match="no prompt language"):
+        pool_reports([r, zh_only])
+    both = {**_report(2, [b, a], clips, [1, 0]), "zh": r["en"]}
+    assert pool_reports([r, both])["left_out"] == ["zh"]
+    no_perm = {k: v for k, v in r.items() if k != "derangement"}  # else the baseline would be the model
+    short = {**r, "en": {**r["en"], "clips": clips[:1]}}
+    for name, report in (("no_perm.json", no_perm), ("short.json", short)):
+        (tmp_path / name).write_text(json.dumps(report), encoding="utf-8")
+    with pytest.raises(InvalidArgumentError, match="not a complete yuefu eval report \\(derangement\\)"):
+        read_reports([str(tmp_path / "no_perm.json")])
+    with pytest.raises(InvalidArgumentError, match="en clips"):
+        read_reports([str(tmp_path / "short.json")])
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     (tmp_path / "other.json").write_text(json.dumps({"a": 1}), encoding="utf-8")
-    for name, match in (("bad.json", "not JSON"), ("other.json", "not a yuefu eval report"), ("gone.json", "gone")):
+    for name, match in (("bad.json", "not JSON"), ("other.json", "not a complete yuefu eval report"),
+                        ("gone.json", "No such file")):
         with pytest.raises(InvalidArgumentError, match=match):
             read_reports([str(tmp_path / name)])
 
@@ -92,7 +114,7 @@ def test_cli_pool(tmp_path, capsys):
     b = {"clip": "b", "en": "harp", "zh": "竖琴", "family": "plucked strings", "bpm": 120.0}
     paths = []
     for seed in (0, 1):
-        clips = [{"family": "flutes", "tempo": 95.0}, {"family": "flutes", "tempo": 100.0 + seed}]
+        clips = [_clip("flutes", 95.0), _clip("flutes", 100.0 + seed)]
         path = tmp_path / f"s{seed}.json"
         path.write_text(json.dumps(_report(seed, [a, b], clips, [1, 0])), encoding="utf-8")
         paths.append(str(path))
@@ -106,3 +128,5 @@ def test_cli_pool(tmp_path, capsys):
     assert "give no MODEL" in capsys.readouterr().err
     assert eval_cli.main([]) == 2
     assert "or --pool" in capsys.readouterr().err
+    assert eval_cli.main(["--pool", *paths, "--json", paths[0]]) == 2  # would overwrite a report
+    assert "is one of the reports" in capsys.readouterr().err

@@ -63,6 +63,8 @@ def test_sidecars_are_complete_and_captions_state_tempo_and_key_in_both_language
         for name, kind in SIDECAR_FIELDS.items():
             assert isinstance(meta[name], kind), f"{wav.name}: {name}"
         assert meta["instruments"] and len(meta["instruments"]) == len(meta["instruments_zh"])
+        assert len(set(meta["instruments"])) == len(meta["instruments"])  # two parts on one instrument: one tag
+        assert set(meta["instruments"]) == {render.arr.INSTRUMENTS[x].en for x in meta["render"]["instruments"]}
         assert meta["moods"] and meta["split"] in ("train", "valid")
         bpm = str(meta["bpm"])
         assert bpm in meta["description"] and meta["key"] in meta["description"]
@@ -98,7 +100,11 @@ def test_a_rerun_rewrites_old_captions_and_keeps_the_audio(corpus: Path, tmp_pat
     want = {p: p.read_bytes() for p in (old_json, bad_json)}
     old_meta["render"].pop("captions")  # written before caption versions were recorded
     old_meta["description"] = old_meta["captions"]["en"][0] = "folk folk in 6/8"
+    old_meta["render"]["synth"] = "FluidSynth runtime version 0.9 (elsewhere)"  # the audio's maker: kept
     old_json.write_text(json.dumps(old_meta), encoding="utf-8")
+    want[old_json] = json.dumps({**json.loads(want[old_json]), "render": {
+        **json.loads(want[old_json])["render"], "synth": old_meta["render"]["synth"]}}, ensure_ascii=False,
+        indent=1).encode() + b"\n"
     bad_meta["render"]["captions"] = "yuefu.data.captions/1"
     bad_meta["render"]["bpm"] += 7  # not the plan this clip's seed gives
     bad_json.write_text(json.dumps(bad_meta), encoding="utf-8")

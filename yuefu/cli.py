@@ -445,7 +445,9 @@ def _handlers() -> dict:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return _handlers()[args.command](args)
+        code = _handlers()[args.command](args)
+        sys.stdout.flush()  # here, not at exit: a reader that left (| head) is then a BrokenPipeError below
+        return code
     except YuefuError as e:
         print(f"yuefu: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from yuefu.data.arrange import INSTRUMENTS
 
 # Bump when a change here changes the captions of a given seed (the audio stays; ``yuefu data render`` then rewrites
-# the sidecars of an existing corpus without rendering again). 2: no "folk folk in 6/8", no instrument named twice,
-# no "synth lead lead over".
+# the sidecars of an existing corpus without rendering again). 2: no "folk folk in 6/8", no instrument named twice
+# (in the captions and the instrument tags), no "synth lead lead over".
 CAPTIONS = "yuefu.data.captions/2"
 
 # Key names: the usual spelling of each tonic (flats for flat keys), and the Chinese 升/降 form.
@@ -115,7 +115,7 @@ def _join_zh(words: list[str]) -> str:
     return words[0] if len(words) == 1 else "、".join(words[:-1]) + "和" + words[-1]
 
 
-def _unique(names: list[str]) -> list[str]:
+def unique(names: list[str]) -> list[str]:
     """Instrument keys in order, each once: two parts on one instrument are named once."""
     return list(dict.fromkeys(names))
 
@@ -127,7 +127,7 @@ def _a(word: str) -> str:
 def _arrangement(f: CaptionFields, rng: random.Random) -> tuple[str, str]:
     """How the instruments play together: "solo koto", "koto over bass and drums", ..."""
     lead_en, lead_zh = INSTRUMENTS[f.lead].en, INSTRUMENTS[f.lead].zh
-    others = [x for x in _unique(f.others) if x != f.lead]
+    others = [x for x in unique(f.others) if x != f.lead]
     if f.style == "chorale":
         names = [f.lead, *others]
         return (f"four voices on {_join_en([INSTRUMENTS[x].en for x in names])}",
@@ -153,7 +153,7 @@ def captions(f: CaptionFields, m: list[tuple[str, str]], rng: random.Random, n: 
     m_en, m_zh = m[0]
     m2_en, m2_zh = m[-1]
     de = "的" if len(m_zh) > 2 else ""  # 欢快中国民歌, but 充满活力的中国民歌
-    names = _unique([f.lead, *f.others])
+    names = unique([f.lead, *f.others])
     inst_en = _join_en([INSTRUMENTS[x].en for x in names])
     inst_zh = _join_zh([INSTRUMENTS[x].zh for x in names])
     arr_en, arr_zh = _arrangement(f, rng)

@@ -333,8 +333,8 @@ def sidecar(piece: arr.Piece, plan: arr.Plan, split: str, settings: RenderSettin
         "beat": "dotted quarter" if piece.beat == 1.5 else "quarter",
         "key": cap.key_name(tonic, piece.mode),
         "key_zh": cap.key_name_zh(tonic, piece.mode),
-        "instruments": [arr.INSTRUMENTS[x].en for x in plan.instruments],
-        "instruments_zh": [arr.INSTRUMENTS[x].zh for x in plan.instruments],
+        "instruments": [arr.INSTRUMENTS[x].en for x in cap.unique(plan.instruments)],  # two harp parts: one tag
+        "instruments_zh": [arr.INSTRUMENTS[x].zh for x in cap.unique(plan.instruments)],
         "moods": [m[0] for m in moods],
         "moods_zh": [m[1] for m in moods],
         "piece": piece.id,
@@ -398,8 +398,11 @@ def render_job(job: PieceJob, settings: RenderSettings) -> JobResult:
     for index, clip_seed, wav_path, json_path, captions_only in todo:
         try:
             plan = arr.plan_arrangement(piece, random.Random(clip_seed), settings.styles)
-            if captions_only and _same_plan(json_path, plan):  # the audio stands: new captions, same clip
-                _write_json(json_path, sidecar(piece, plan, job.split, settings, clip_seed))
+            recorded = _recorded_render(json_path, plan) if captions_only else None
+            if recorded is not None:  # the audio stands: new captions, same clip
+                meta = sidecar(piece, plan, job.split, settings, clip_seed)
+                meta["render"].update({k: recorded[k] for k in ("soundfont", "synth") if k in recorded})  # its maker
+                _write_json(json_path, meta)
                 result.recaptioned += 1
                 result.add(job, settings)
                 continue
@@ -416,14 +419,16 @@ def render_job(job: PieceJob, settings: RenderSettings) -> JobResult:
     return result
 
 
-def _same_plan(json_path: Path, plan: arr.Plan) -> bool:
-    """Whether the sidecar at ``json_path`` records ``plan``: the clip beside it was rendered from it."""
+def _recorded_render(json_path: Path, plan: arr.Plan) -> dict[str, Any] | None:
+    """The ``render`` block of the sidecar at ``json_path`` if it records ``plan`` (the clip beside it was
+    rendered from it), else None."""
     try:
         recorded = json.loads(json_path.read_text(encoding="utf-8"))["render"]
-    except (OSError, ValueError, KeyError):
-        return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
     planned = json.loads(json.dumps(dataclasses.asdict(plan)))  # tuples as lists, as the sidecar has them
-    return all(recorded.get(k) == v for k, v in planned.items())
+    same = isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in planned.items())
+    return recorded if same else None
 
 
 def _one_line(e: BaseException) -> str:

@@ -24,8 +24,9 @@ def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     e.add_argument("model", metavar="MODEL", nargs="?", default=None, help="checkpoint folder or hub id")
     e.add_argument("--corpus", metavar="DIR", help="corpus folder (with train/ and valid/); required with MODEL")
     e.add_argument("--pool", nargs="+", default=None, metavar="REPORT",
-                   help="instead of evaluating: pool the --json reports of one model on the same prompts at other "
-                        "seeds (every clip counted; 95%% intervals resample the prompts)")
+                   help="instead of evaluating: pool the --json reports of one model on the same prompts (a whole "
+                        "valid split, or one prompt file) at other seeds, made with the same settings; every clip "
+                        "counts, 95%% intervals resample the prompts. Only --json applies with it")
     e.add_argument("--prompts", type=int, default=None, metavar="N", help="held-out prompts per language (default 16)")
     e.add_argument("--prompt-file", default=None, metavar="FILE",
                    help="judge the prompts of this JSON Lines file instead of held-out descriptions: one object a "
@@ -114,6 +115,8 @@ def _pool(args: argparse.Namespace) -> int:
     if args.model is not None or args.corpus is not None or args.prompt_file is not None:
         raise InvalidArgumentError("--pool reads reports: give no MODEL, --corpus or --prompt-file with it")
     out = _check_out_json(args.json)
+    if out is not None and any(Path(p).expanduser().resolve() == out.resolve() for p in args.pool):
+        raise InvalidArgumentError(f"--json {args.json}: is one of the reports to pool; give another file")
     pooled = pool_reports(read_reports(args.pool))
     print(format_pooled(pooled))
     if out is not None:

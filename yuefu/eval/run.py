@@ -32,6 +32,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,17 +151,22 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
-def bootstrap_ci(values: Sequence[float], statistic: str = "mean", resamples: int = BOOTSTRAP_RESAMPLES,
-                 seed: int = 0) -> list[float] | None:
-    """95% percentile interval of the ``statistic`` ("mean" or "median") of ``values`` (one per prompt), over
-    ``resamples`` resamplings of the prompts with replacement: how much the figure owes to which prompts were
-    drawn (and to each clip's one sampling). None without values."""
+def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: str = "mean",
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[float] | None:
+    """95% percentile interval of the ``statistic`` ("mean" or "median") of ``values``, over ``resamples``
+    resamplings of the prompts with replacement: how much the figure owes to which prompts were drawn (and to each
+    clip's one sampling). ``values``: one per prompt [P], or a prompt's clips at several seeds [P, R] (NaN: none),
+    resampled together. None without values."""
     x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
+    x = x[:, None] if x.ndim == 1 else x  # [P, R]
+    if x.size == 0 or not np.isfinite(x).any():
         return None
-    idx = np.random.default_rng(seed).integers(0, x.size, size=(resamples, x.size))  # [R, N]
-    stats = (np.median if statistic == "median" else np.mean)(x[idx], axis=1)  # [R]
-    lo, hi = np.percentile(stats, [2.5, 97.5])
+    idx = np.random.default_rng(seed).integers(0, x.shape[0], size=(resamples, x.shape[0]))  # [B, P]
+    draws = x[idx].reshape(resamples, -1)  # [B, P * R]
+    with warnings.catch_warnings():  # a draw of prompts that all lack the value: NaN, left out below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = (np.nanmedian if statistic == "median" else np.nanmean)(draws, axis=1)  # [B]
+    lo, hi = np.nanpercentile(stats, [2.5, 97.5])
     return [float(lo), float(hi)]
 
 
