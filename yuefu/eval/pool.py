@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from yuefu.errors import InvalidArgumentError
+from yuefu.eval.classifier import FAMILIES
 from yuefu.eval.run import LANGUAGES, _fmt, adherence, bootstrap_ci
+from yuefu.eval.tempo import tempo_error
 
 POOL_VERSION = 1
-NUM_CLASSES = 8  # instrument families of the judge (only the chance level reads it, from the targets)
 # settings that must match for clips to pool; the seeds and the batch size may differ
 _IGNORED_GENERATION = ("seeds", "batch_size")
 
@@ -109,8 +110,8 @@ def _side(reports: list[dict[str, Any]], keys: list[list[str]], order: list[str]
             targets.append(target)
             hits[p, j] = float(clip["family"] == target["family"])
             if target.get("bpm") is not None:
-                errors[p, j] = abs(float(clip["tempo"]) - float(target["bpm"]))
-    out = adherence(measured, targets, NUM_CLASSES)  # the point figures over every clip
+                errors[p, j] = tempo_error(clip["tempo"], target["bpm"])
+    out = adherence(measured, targets, len(FAMILIES))  # the point figures over every clip
     ci = bootstrap_ci(hits)
     out["instrument_accuracy_ci95"] = ci
     out["tempo_error_median_ci95"] = bootstrap_ci(errors, "median")

@@ -503,7 +503,7 @@ def _met(ok: bool | None) -> str:
 
 
 def _ci(ci: Sequence[float] | None, digits: int = 2) -> str:
-    """"95% CI 2.61-3.28; " for an interval, "" without one."""
+    """An interval as the targets line shows it (95% CI 2.61-3.28; ), or "" without one."""
     return "" if ci is None else f"95% CI {_fmt(ci[0], digits)}-{_fmt(ci[1], digits)}; "
 
 
