@@ -91,12 +91,33 @@ def test_module_entry_point_matches_console_script():
     assert r.returncode == 0 and r.stdout.startswith("yuefu ")
 
 
-def test_a_reader_that_leaves_early_gets_no_traceback():
-    """`yuefu models | head -0`: stdout is closed before yuefu writes; it exits 141 (128 + SIGPIPE), quietly."""
+@pytest.mark.parametrize("command", [("models",), ("--help",), ("--version",), ("-m", "yuefu.eval.cli", "--help"),
+                                     ("-m", "yuefu.train.cli", "--help")])
+def test_a_reader_that_leaves_early_gets_no_traceback(command):
+    """`yuefu models | head -0`: stdout is closed before yuefu writes; it exits 141 (128 + SIGPIPE), quietly. So do
+    argparse's --help and --version, and the eval and train modules run on their own."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # short output waits in the buffer
-    p = subprocess.Popen([*yuefu_cmd(), "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    argv = [sys.executable, *command] if command[0] == "-m" else [*yuefu_cmd(), *command]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**env, "HF_HUB_OFFLINE": "1"})
     p.stdout.close()  # long before the interpreter has imported yuefu and printed
     err = p.stderr.read()
     assert p.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_an_interrupt_is_one_line_and_training_says_how_to_continue(monkeypatch, capsys):
+    import yuefu.cli as cli
+    from yuefu.train import cli as train_cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_handlers", lambda: {"models": interrupted, "train": interrupted})
+    assert cli.main(["models"]) == 130
+    assert capsys.readouterr().err == "yuefu: interrupted\n"
+    assert cli.main(["train", "lm", "config.yaml"]) == 130
+    assert capsys.readouterr().err == "yuefu: interrupted (continue with --resume)\n"
+    monkeypatch.setattr(train_cli, "run", interrupted)
+    assert train_cli.main(["train", "lm", "config.yaml"]) == 130
+    assert capsys.readouterr().err == "yuefu: interrupted (continue with --resume)\n"

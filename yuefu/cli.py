@@ -1,7 +1,8 @@
 """The ``yuefu`` command line: generate, models, download, info, convert, app, serve, bench, data, train, eval.
 
 Every error a user can cause is printed as one line (``yuefu: error: ...``) with the error's exit code; no
-traceback. Exit codes: 2 bad argument, 3 model not found, 4 bad checkpoint, 5 audio file, 130 interrupted.
+traceback. Exit codes: 2 bad argument, 3 model not found, 4 bad checkpoint, 5 audio file, 130 interrupted, 141 the
+output's reader left (``| head``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -442,21 +444,42 @@ def _handlers() -> dict:
             "train": lambda args: args.func(args), "eval": lambda args: args.func(args)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def guarded(command: Callable[[], int], interrupted: Callable[[], str] = lambda: "interrupted") -> int:
+    """Run a command as every yuefu entry point does: a user's error is one line and its exit code, Ctrl-C is
+    130 (with ``interrupted()`` as its line), and a reader that leaves (``| head``) is 141 (128 + SIGPIPE);
+    never a traceback."""
     try:
-        args = build_parser().parse_args(argv)
-        code = _handlers()[args.command](args)
-        sys.stdout.flush()  # here, not at exit: a reader that left (| head) is then a BrokenPipeError below
+        try:
+            code = command()
+        except SystemExit as e:  # --help and --version have printed; argparse exits
+            if not isinstance(e.code, int | None):
+                raise
+            code = e.code or 0
+        sys.stdout.flush()  # here, not at exit: a reader that left is then a BrokenPipeError below
         return code
     except YuefuError as e:
         print(f"yuefu: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("yuefu: interrupted", file=sys.stderr)
+        print(f"yuefu: {interrupted()}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `yuefu eval --pool ... | head`: the reader left; no traceback, no flush error at exit
+    except BrokenPipeError:  # no flush error at exit either: stdout now goes nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, as a shell reports it
+        return 141
+
+
+INTERRUPTED_TRAINING = "interrupted (continue with --resume)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    commands: list[str] = []
+
+    def command() -> int:
+        args = build_parser().parse_args(argv)
+        commands.append(args.command)
+        return _handlers()[args.command](args)
+
+    return guarded(command, lambda: INTERRUPTED_TRAINING if commands == ["train"] else "interrupted")
 
 
 if __name__ == "__main__":

@@ -126,23 +126,20 @@ def _pool(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m yuefu.eval.cli MODEL --corpus DIR ...`` on its own (one-line errors, as ``yuefu``)."""
+    """``python -m yuefu.eval.cli MODEL --corpus DIR ...``: ``yuefu eval`` on its own, with the same one-line
+    errors and exit codes."""
     import sys
 
-    from yuefu.errors import YuefuError
-
-    class _Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:
-            raise InvalidArgumentError(f"{message} (see: {self.prog} --help)")
+    from yuefu.cli import _Parser, guarded
 
     parser = _Parser(prog="yuefu")
     add_eval_parser(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    try:
+
+    def command() -> int:
         args = parser.parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
         return args.func(args)
-    except YuefuError as e:
-        print(f"yuefu: error: {e}", file=sys.stderr)
-        return e.exit_code
+
+    return guarded(command)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import argparse
 import sys
 from typing import Any
 
-from yuefu.errors import InvalidArgumentError, YuefuError
+from yuefu.errors import InvalidArgumentError
 
 
 def add_subparsers(sub: Any, data_sub: Any = None) -> None:
@@ -171,18 +171,11 @@ def cmd_merge_lora(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m yuefu.train.cli {train,data} ...``: these commands without the rest of the yuefu CLI."""
-    from yuefu.cli import _Parser
+    from yuefu.cli import INTERRUPTED_TRAINING, _Parser, guarded
 
     parser = _Parser(prog="yuefu", description="yuefu training commands")
     add_subparsers(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    try:
-        return run(parser.parse_args(argv))
-    except YuefuError as e:
-        print(f"yuefu: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("yuefu: interrupted (continue with --resume)", file=sys.stderr)
-        return 130
+    return guarded(lambda: run(parser.parse_args(argv)), lambda: INTERRUPTED_TRAINING)
 
 
 if __name__ == "__main__":
