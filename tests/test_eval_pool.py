@@ -16,13 +16,20 @@ def _clip(family: str, tempo: float) -> dict:
     return {"family": family, "tempo": tempo, "key": "C major"}
 
 
-def _report(seed: int, prompts: list[dict], clips: list[dict], derangement: list[int], model: str = "m") -> dict:
-    lang = {"model": {"instrument_chance": 0.5, "instrument_accuracy": 0.0, "tempo_error_median_bpm": 0.0},
+def _language(clips: list[dict]) -> dict:
+    return {"model": {"instrument_chance": 0.5, "instrument_accuracy": 0.0, "tempo_error_median_bpm": 0.0},
             "baseline_shuffled": {"instrument_chance": 0.5, "instrument_accuracy": 0.0,
                                   "tempo_error_median_bpm": 0.0},
             "clips": clips, "fad_over_codec": 1.5}
-    return {"yuefu_eval": 3, "model": model, "seed": seed, "prompts": prompts, "derangement": derangement,
-            "en": lang}
+
+
+def _report(seed: int, prompts: list[dict], clips: list[dict], derangement: list[int], model: str = "m",
+            zh: list[dict] | None = None) -> dict:
+    report = {"yuefu_eval": 3, "model": model, "seed": seed, "prompts": prompts, "derangement": derangement,
+              "en": _language(clips)}
+    if zh is not None:
+        report["zh"] = _language(zh)
+    return report
 
 
 def test_pooled_figures_by_hand():
@@ -69,6 +76,42 @@ def test_the_interval_resamples_prompts_not_clips():
         lo, hi = m["instrument_accuracy_ci95"]
         assert (hi - lo) / 2 == pytest.approx(1.96 * math.sqrt(p * (1 - p) / n), rel=0.2), (agree, lo, hi)
         assert m["tempo_error_median_ci95"] is None  # no prompt asked for a BPM
+
+
+def test_languages_compared_on_the_same_prompts():
+    """en - zh by hand, then the paired interval against closed forms: identical outcomes in both languages give a
+    difference of exactly 0 whatever the prompts (an unpaired interval would be as wide as each language's own);
+    independent outcomes give +- 1.96 sd(d) / sqrt(P) of the per-prompt differences d."""
+    a = {"clip": "a", "en": "flute", "zh": "长笛", "family": "flutes", "bpm": 100.0}
+    b = {"clip": "b", "en": "harp", "zh": "竖琴", "family": "plucked strings", "bpm": 120.0}
+    r0 = _report(0, [a, b], [_clip("flutes", 101.0), _clip("plucked strings", 130.0)], [1, 0],
+                 zh=[_clip("flutes", 110.0), _clip("flutes", 121.0)])
+    r1 = _report(1, [b, a], [_clip("flutes", 120.0), _clip("flutes", 104.0)], [1, 0],
+                 zh=[_clip("flutes", 150.0), _clip("bowed strings", 100.0)])
+    d = pool_reports([r0, r1])["en_minus_zh"]
+    # en hits a, b, a (3 of 4), zh a (1 of 4); tempo errors en 1, 10, 0, 4 (median 2.5), zh 10, 1, 30, 0 (5.5)
+    assert d["instrument_accuracy"] == pytest.approx(0.5)
+    assert d["tempo_error_median_bpm"] == pytest.approx(-3.0)
+    assert "en_minus_zh" not in pool_reports([_report(0, [a, b], r0["en"]["clips"], [1, 0]),
+                                              _report(1, [b, a], r1["en"]["clips"], [1, 0])])
+
+    rng = np.random.default_rng(5)
+    prompts = [{"clip": f"{i:03d}", "en": f"p{i}", "zh": f"z{i}", "family": "flutes", "bpm": None}
+               for i in range(400)]
+    same = rng.random(400) < 0.6
+    right_en, right_zh = rng.random(400) < 0.7, rng.random(400) < 0.6  # each prompt right or wrong at every seed
+    for en, zh, width in ((same, same, 0.0), (right_en, right_zh, None)):
+        clips = [[_clip("flutes" if r else "organ & free reeds", 0.0) for r in x] for x in (en, zh)]
+        reports = [_report(seed, prompts, clips[0], list(range(1, 400)) + [0], zh=clips[1]) for seed in range(3)]
+        d = pool_reports(reports)["en_minus_zh"]
+        lo, hi = d["instrument_accuracy_ci95"]
+        diffs = en.astype(float) - zh.astype(float)  # [P]
+        assert d["instrument_accuracy"] == pytest.approx(diffs.mean())
+        if width == 0.0:
+            assert lo == hi == 0.0
+        else:
+            assert (hi - lo) / 2 == pytest.approx(1.96 * diffs.std() / math.sqrt(400), rel=0.15), (lo, hi)
+        assert d["tempo_error_median_ci95"] is None
 
 
 def test_reports_that_do_not_pool_are_one_line_errors(tmp_path):

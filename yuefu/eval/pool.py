@@ -7,6 +7,9 @@ prompts recur at every seed, and resampling the clips alone would take them for 
 narrow an interval. The shuffled baseline's clusters are its target prompts (each slot holds the clip of another
 prompt, a different one at each seed), so its interval is approximate; it is there to show chance level.
 
+With both languages, their difference on the same prompts gets a paired interval (``en_minus_zh``): the prompts
+are drawn once for both, so whether one language does better is not confused with which prompts were drawn.
+
 Only reports of the same prompts pool: a run over a whole valid split (``--prompts`` its size) or one prompt file;
 ``--prompts 16`` draws other prompts at each seed.
 """
@@ -21,7 +24,7 @@ import numpy as np
 
 from yuefu.errors import InvalidArgumentError
 from yuefu.eval.classifier import FAMILIES
-from yuefu.eval.run import LANGUAGES, _fmt, adherence, bootstrap_ci
+from yuefu.eval.run import LANGUAGES, _fmt, adherence, bootstrap_ci, bootstrap_difference_ci
 from yuefu.eval.tempo import tempo_error
 
 POOL_VERSION = 1
@@ -94,12 +97,14 @@ def _check_poolable(reports: list[dict[str, Any]], keys: list[list[str]]) -> Non
                     f"{k} {first.get(k)!r} / {other.get(k)!r}" for k in differ))
 
 
-def _side(reports: list[dict[str, Any]], keys: list[list[str]], order: list[str], lang: str,
-          shuffled: bool) -> dict[str, Any]:
-    """Pooled figures of one side (the model, or the shuffled baseline) of one language."""
+def _clips(reports: list[dict[str, Any]], keys: list[list[str]], order: list[str], lang: str,
+           shuffled: bool) -> tuple[list[dict], list[dict], np.ndarray, np.ndarray]:
+    """Every clip of one side (the model, or the shuffled baseline) of one language with the prompt it is judged
+    against, and per prompt (in ``order``) and report its instrument hit and tempo error: [P, R] each, the error NaN
+    where the prompt states no BPM."""
     measured, targets = [], []
     hits = np.full((len(order), len(reports)), np.nan)  # [P, R]
-    errors = np.full_like(hits, np.nan)  # [P, R], NaN where the prompt states no BPM
+    errors = np.full_like(hits, np.nan)  # [P, R]
     for j, (rep, ks) in enumerate(zip(reports, keys)):
         row = {k: i for i, k in enumerate(ks)}
         clips, perm = rep[lang]["clips"], rep["derangement"]
@@ -111,6 +116,13 @@ def _side(reports: list[dict[str, Any]], keys: list[list[str]], order: list[str]
             hits[p, j] = float(clip["family"] == target["family"])
             if target.get("bpm") is not None:
                 errors[p, j] = tempo_error(clip["tempo"], target["bpm"])
+    return measured, targets, hits, errors
+
+
+def _side(reports: list[dict[str, Any]], keys: list[list[str]], order: list[str], lang: str,
+          shuffled: bool) -> dict[str, Any]:
+    """Pooled figures of one side (the model, or the shuffled baseline) of one language."""
+    measured, targets, hits, errors = _clips(reports, keys, order, lang, shuffled)
     out = adherence(measured, targets, len(FAMILIES))  # the point figures over every clip
     ci = bootstrap_ci(hits)
     out["instrument_accuracy_ci95"] = ci
@@ -121,6 +133,20 @@ def _side(reports: list[dict[str, Any]], keys: list[list[str]], order: list[str]
     out["per_report"] = {k: [rep[lang].get(side, {}).get(k) for rep in reports]
                          for k in ("instrument_accuracy", "tempo_error_median_bpm")}
     return out
+
+
+def _languages_compared(reports: list[dict[str, Any]], keys: list[list[str]], order: list[str]) -> dict[str, Any]:
+    """The model's English figures minus its Chinese ones on the same prompts, with paired 95% intervals: whether
+    the two languages differ by more than the draw of prompts and samples explains."""
+    _, _, hits_en, errors_en = _clips(reports, keys, order, "en", shuffled=False)
+    _, _, hits_zh, errors_zh = _clips(reports, keys, order, "zh", shuffled=False)
+    timed = np.isfinite(errors_en).any() and np.isfinite(errors_zh).any()
+    return {
+        "instrument_accuracy": float(np.nanmean(hits_en) - np.nanmean(hits_zh)),
+        "instrument_accuracy_ci95": bootstrap_difference_ci(hits_en, hits_zh),
+        "tempo_error_median_bpm": float(np.nanmedian(errors_en) - np.nanmedian(errors_zh)) if timed else None,
+        "tempo_error_median_ci95": bootstrap_difference_ci(errors_en, errors_zh, "median"),
+    }
 
 
 def pool_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -143,11 +169,21 @@ def pool_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         out[lang] = {"model": _side(reports, keys, order, lang, shuffled=False),
                      "baseline_shuffled": _side(reports, keys, order, lang, shuffled=True),
                      "fad_over_codec": [rep[lang].get("fad_over_codec") for rep in reports]}
+    if "en" in langs and "zh" in langs:
+        out["en_minus_zh"] = _languages_compared(reports, keys, order)
     return out
 
 
 def _interval(ci: list[float] | None, digits: int = 2) -> str:
     return "" if ci is None else f" ({_fmt(ci[0], digits)}-{_fmt(ci[1], digits)})"
+
+
+def _signed(value: float, digits: int) -> str:
+    return f"{value:+.{digits}f}"
+
+
+def _signed_interval(ci: list[float] | None, digits: int) -> str:
+    return "" if ci is None else f" ({_signed(ci[0], digits)} to {_signed(ci[1], digits)})"
 
 
 def _joined(values: list[Any], digits: int) -> str:
@@ -175,6 +211,13 @@ def format_pooled(pooled: dict[str, Any]) -> str:
             lines.append(f"  per report: instrument {_joined(s['per_report']['instrument_accuracy'], 3)}; "
                          f"tempo {_joined(s['per_report']['tempo_error_median_bpm'], 1)} BPM")
         lines.append(f"  FAD over codec per report: {_joined(r['fad_over_codec'], 2)}")
+    if "en_minus_zh" in pooled:
+        d = pooled["en_minus_zh"]
+        tempo = "" if d["tempo_error_median_bpm"] is None else (
+            f"; median tempo error {_signed(d['tempo_error_median_bpm'], 1)} BPM"
+            f"{_signed_interval(d['tempo_error_median_ci95'], 1)}")
+        lines.append(f"en - zh, the same prompts paired: instrument {_signed(d['instrument_accuracy'], 3)}"
+                     f"{_signed_interval(d['instrument_accuracy_ci95'], 3)}{tempo}")
     if pooled["left_out"]:
         lines.append(f"left out (not in every report): {', '.join(pooled['left_out'])}")
     return "\n".join(lines)

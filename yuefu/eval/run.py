@@ -151,22 +151,47 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
+def _bootstrap_stats(x: np.ndarray, idx: np.ndarray, statistic: str) -> np.ndarray:
+    """The ``statistic`` of ``x`` [P, R] over each draw of prompts ``idx`` [B, P] -> [B] (NaN values left out)."""
+    draws = x[idx].reshape(idx.shape[0], -1)  # [B, P * R]
+    with warnings.catch_warnings():  # a draw of prompts that all lack the value: NaN, left out by the caller
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return (np.nanmedian if statistic == "median" else np.nanmean)(draws, axis=1)
+
+
+def _per_prompt(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    return x[:, None] if x.ndim == 1 else x  # [P, R]
+
+
 def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: str = "mean",
                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[float] | None:
     """95% percentile interval of the ``statistic`` ("mean" or "median") of ``values``, over ``resamples``
     resamplings of the prompts with replacement: how much the figure owes to which prompts were drawn (and to each
     clip's one sampling). ``values``: one per prompt [P], or a prompt's clips at several seeds [P, R] (NaN: none),
     resampled together. None without values."""
-    x = np.asarray(values, dtype=np.float64)
-    x = x[:, None] if x.ndim == 1 else x  # [P, R]
+    x = _per_prompt(values)
     if x.size == 0 or not np.isfinite(x).any():
         return None
     idx = np.random.default_rng(seed).integers(0, x.shape[0], size=(resamples, x.shape[0]))  # [B, P]
-    draws = x[idx].reshape(resamples, -1)  # [B, P * R]
-    with warnings.catch_warnings():  # a draw of prompts that all lack the value: NaN, left out below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        stats = (np.nanmedian if statistic == "median" else np.nanmean)(draws, axis=1)  # [B]
-    lo, hi = np.nanpercentile(stats, [2.5, 97.5])
+    lo, hi = np.nanpercentile(_bootstrap_stats(x, idx, statistic), [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def bootstrap_difference_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+                            statistic: str = "mean", resamples: int = BOOTSTRAP_RESAMPLES,
+                            seed: int = 0) -> list[float] | None:
+    """95% interval of ``statistic(a) - statistic(b)`` where row p of ``a`` and of ``b`` [P] or [P, R] are the same
+    prompt (in two languages, say): each resampling draws the prompts once for both, so what the prompts share
+    cancels and only the difference between the two sides is left to chance. None without values on both sides."""
+    x, y = _per_prompt(a), _per_prompt(b)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"paired values need the same prompts: {x.shape[0]} and {y.shape[0]} rows")
+    if x.size == 0 or not np.isfinite(x).any() or not np.isfinite(y).any():
+        return None
+    idx = np.random.default_rng(seed).integers(0, x.shape[0], size=(resamples, x.shape[0]))  # [B, P]
+    lo, hi = np.nanpercentile(_bootstrap_stats(x, idx, statistic) - _bootstrap_stats(y, idx, statistic),
+                              [2.5, 97.5])
     return [float(lo), float(hi)]
 
 
