@@ -27,7 +27,7 @@ from yuefu.eval.classifier import FAMILIES
 from yuefu.eval.run import LANGUAGES, _fmt, adherence, bootstrap_ci, bootstrap_difference_ci
 from yuefu.eval.tempo import tempo_error
 
-POOL_VERSION = 1
+POOL_VERSION = 2  # 2: en_minus_zh
 # settings that must match for clips to pool; the seeds and the batch size may differ
 _IGNORED_GENERATION = ("seeds", "batch_size")
 
@@ -152,7 +152,7 @@ def _languages_compared(reports: list[dict[str, Any]], keys: list[list[str]], or
 def pool_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Pool reports of the same prompts (in any order) made with the same settings: per language in every report,
     the model's and the shuffled baseline's figures over every clip, with prompt-resampled 95% intervals, and each
-    report's own figures beside them."""
+    report's own figures beside them; with both languages, ``en_minus_zh`` (paired)."""
     keys = [[_key(r, i) for i, r in enumerate(rep["prompts"])] for rep in reports]
     _check_poolable(reports, keys)
     langs = [lang for lang in LANGUAGES if all(lang in rep for rep in reports)]
