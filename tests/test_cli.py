@@ -106,18 +106,22 @@ def test_a_reader_that_leaves_early_gets_no_traceback(command):
     assert "Traceback" not in err and "Exception ignored" not in err, err
 
 
-def test_an_interrupt_is_one_line_and_training_says_how_to_continue(monkeypatch, capsys):
+def test_an_interrupt_is_one_line_and_training_says_how_to_continue(monkeypatch, capsys, tmp_path):
     import yuefu.cli as cli
+    import yuefu.train.lm_trainer as lm_trainer
     from yuefu.train import cli as train_cli
 
-    def interrupted(args):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_handlers", lambda: {"models": interrupted, "train": interrupted})
+    monkeypatch.setattr(train_cli, "cmd_data_index", interrupted)  # not a run: nothing to resume
+    monkeypatch.setattr(lm_trainer, "train_lm", interrupted)
+    monkeypatch.setattr("yuefu.train.config.load_config", lambda *args: None)
+    for main in (cli.main, train_cli.main):  # `yuefu ...` and `python -m yuefu.train.cli ...` (torchrun)
+        assert main(["data", "index", str(tmp_path)]) == 130
+        assert capsys.readouterr().err == "yuefu: interrupted\n"
+        assert main(["train", "lm", "config.yaml"]) == 130
+        assert capsys.readouterr().err == "yuefu: interrupted (continue with --resume)\n"
+    monkeypatch.setattr(cli, "_handlers", lambda: {"models": interrupted})
     assert cli.main(["models"]) == 130
     assert capsys.readouterr().err == "yuefu: interrupted\n"
-    assert cli.main(["train", "lm", "config.yaml"]) == 130
-    assert capsys.readouterr().err == "yuefu: interrupted (continue with --resume)\n"
-    monkeypatch.setattr(train_cli, "run", interrupted)
-    assert train_cli.main(["train", "lm", "config.yaml"]) == 130
-    assert capsys.readouterr().err == "yuefu: interrupted (continue with --resume)\n"

@@ -444,10 +444,10 @@ def _handlers() -> dict:
             "train": lambda args: args.func(args), "eval": lambda args: args.func(args)}
 
 
-def guarded(command: Callable[[], int], interrupted: Callable[[], str] = lambda: "interrupted") -> int:
+def guarded(command: Callable[[], int]) -> int:
     """Run a command as every yuefu entry point does: a user's error is one line and its exit code, Ctrl-C is
-    130 (with ``interrupted()`` as its line), and a reader that leaves (``| head``) is 141 (128 + SIGPIPE);
-    never a traceback."""
+    130 (with what the interrupt carries: how to continue), and a reader that leaves (``| head``) is 141
+    (128 + SIGPIPE); never a traceback."""
     try:
         try:
             code = command()
@@ -460,26 +460,20 @@ def guarded(command: Callable[[], int], interrupted: Callable[[], str] = lambda:
     except YuefuError as e:
         print(f"yuefu: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"yuefu: {interrupted()}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"yuefu: interrupted{f' ({e})' if str(e) else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # no flush error at exit either: stdout now goes nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
 
 
-INTERRUPTED_TRAINING = "interrupted (continue with --resume)"
-
-
 def main(argv: list[str] | None = None) -> int:
-    commands: list[str] = []
-
     def command() -> int:
         args = build_parser().parse_args(argv)
-        commands.append(args.command)
         return _handlers()[args.command](args)
 
-    return guarded(command, lambda: INTERRUPTED_TRAINING if commands == ["train"] else "interrupted")
+    return guarded(command)
 
 
 if __name__ == "__main__":

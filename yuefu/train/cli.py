@@ -17,7 +17,9 @@ runs them on their own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from yuefu.errors import InvalidArgumentError
@@ -117,12 +119,22 @@ def cmd_data_index(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _resumable() -> Iterator[None]:
+    """A training run interrupted by Ctrl-C says how to continue it (the entry point prints it, exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("continue with --resume") from None
+
+
 def cmd_train_codec(args: argparse.Namespace) -> int:
     from yuefu.train.codec_trainer import train_codec
     from yuefu.train.config import CodecTrainConfig, load_config
 
     cfg = load_config(args.config, CodecTrainConfig, args.overrides)
-    train_codec(cfg, resume=args.resume, source=args.config)
+    with _resumable():
+        train_codec(cfg, resume=args.resume, source=args.config)
     return 0
 
 
@@ -131,7 +143,8 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     from yuefu.train.lm_trainer import train_lm
 
     cfg = load_config(args.config, LMTrainConfig, args.overrides)
-    train_lm(cfg, resume=args.resume, source=args.config)
+    with _resumable():
+        train_lm(cfg, resume=args.resume, source=args.config)
     return 0
 
 
@@ -171,11 +184,11 @@ def cmd_merge_lora(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m yuefu.train.cli {train,data} ...``: these commands without the rest of the yuefu CLI."""
-    from yuefu.cli import INTERRUPTED_TRAINING, _Parser, guarded
+    from yuefu.cli import _Parser, guarded
 
     parser = _Parser(prog="yuefu", description="yuefu training commands")
     add_subparsers(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
-    return guarded(lambda: run(parser.parse_args(argv)), lambda: INTERRUPTED_TRAINING)
+    return guarded(lambda: run(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":
