@@ -99,6 +99,15 @@ def test_chinese_prompts_are_translated_before_the_english_encoder(model):
     assert model.last_prompts_used == ["国风摇滚"]
 
 
+def test_traditional_script_and_words_outside_the_lexicon_reach_the_encoder(model, caplog):
+    model.normalize_prompts = True
+    with caplog.at_level("WARNING", logger="yuefu"):
+        model.generate(["國風搖滾，古箏", "恐龍主題的兒歌，窝在家里"], seed=0)
+    assert model.last_prompts_used[0] == "Chinese traditional style rock, guzheng"
+    assert "dinosaur" in model.last_prompts_used[1] and "children's song" in model.last_prompts_used[1]
+    assert "not understood, left out: 窝" in caplog.text  # what the dictionary lacks too is named, not silently lost
+
+
 def test_continuation_prompt_of_a_whole_window_and_a_longer_one(model):
     """As audiocraft's ``_generate_tokens`` (``assert max_prompt_len >= prompt_tokens.shape[-1]`` with
     ``max_prompt_len = min(duration, max_duration) * frame_rate``): a prompt may fill the first window exactly, and

@@ -284,6 +284,8 @@ class MusicGen:
                 if not n.text_used:
                     raise InvalidArgumentError(f"no words of the prompt {d!r} could be understood; "
                                                "try English or other words")
+                if n.unknown:
+                    logger.warning("prompt %r: not understood, left out: %s", d, ", ".join(n.unknown))
                 if n.text_used != d:
                     logger.info("prompt used: %r (from %r)", n.text_used, d)
                 used.append(n.text_used)

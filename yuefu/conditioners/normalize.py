@@ -10,11 +10,15 @@ tries, in order, structured patterns (tempo "每分钟120拍", keys "升F小调"
 Chinese numerals such as 一百二十), a run of ASCII (kept as written: "lo-fi 钢琴" -> "lo-fi piano"), punctuation,
 and the longest word of the lexicon. A few function words reorder their phrase the English way: "用二胡演奏的旋律"
 -> "melody played on erhu", "带有古筝的摇滚" -> "rock with guzheng", "在钢琴之上的小提琴" -> "violin over piano".
-CJK characters that no rule covers are dropped and listed in ``unknown`` (runs of consecutive characters).
+When the lexicon leaves characters uncovered, a second pass converts traditional script to simplified and lets
+CC-CEDICT words (:mod:`yuefu.conditioners.zh_dictionary`) cover them: "恐龙主题的儿歌" -> "dinosaur theme children's
+song" (the lexicon alone read 龙 as "dragon"), "國風搖滾" as "国风摇滚". Dictionary words are used only where they
+leave fewer characters uncovered, so a prompt the lexicon covers whole reads the same. CJK characters that neither
+covers are dropped and listed in ``unknown`` (runs of consecutive characters).
 
 :data:`LEXICON` (Chinese -> English) is public; :data:`REVERSE_LEXICON` (English -> the first Chinese word giving
-it) serves the other direction, e.g. Chinese captions. No segmenter dependency: longest match suffices for the
-closed vocabulary of music prompts.
+it) serves the other direction, e.g. Chinese captions. Segmentation is a small dynamic programme over the lexicon
+(and the dictionary), no segmenter dependency.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+
+from yuefu.conditioners import zh_dictionary
+from yuefu.conditioners.zh_dictionary import ZhDictionary
 
 # --- the lexicon -------------------------------------------------------------------------------------------------
 # Content words, Chinese -> English. Within a group the first Chinese word for an English term is its canonical
@@ -545,32 +552,40 @@ def _pattern_at(text: str, i: int) -> tuple[re.Match | None, object]:
     return None, None
 
 
-def _segment(run: str) -> list[_Token]:
-    """Split a run of CJK into vocabulary words, fewest unknown characters first, then fewest words, then fewest
-    one-character content words, then the longest first word: "钢琴和弦乐" -> 钢琴|和|弦乐 ("piano and
-    strings"), not 钢琴|和弦|乐; "吉他和风笛" -> 吉他|和|风笛 ("guitar and bagpipes"), not 吉他|和风|笛 ("Japanese
-    style flute")."""
+def _segment(run: str, dictionary: ZhDictionary | None = None) -> list[_Token]:
+    """Split a run of CJK into vocabulary words, fewest unknown characters first, then fewest dictionary words,
+    then fewest words, then fewest one-character content words, then the longest first word: "钢琴和弦乐" ->
+    钢琴|和|弦乐 ("piano and strings"), not 钢琴|和弦|乐; "吉他和风笛" -> 吉他|和|风笛 ("guitar and bagpipes"), not
+    吉他|和风|笛 ("Japanese style flute"). With a ``dictionary`` its words (two characters or more) may cover what
+    the lexicon cannot, and only that: 恐龙 -> "dinosaur", not 恐 (unknown) + 龙 "dragon"."""
     n = len(run)
-    # from position k: (unknown characters, words, one-character content words, length taken)
-    best: list[tuple[int, int, int, int]] = [(0, 0, 0, 0)] * (n + 1)
+    # from position k: (unknown characters, dictionary words, words, one-character content words, length taken)
+    best: list[tuple[int, int, int, int, int]] = [(0, 0, 0, 0, 0)] * (n + 1)
+    longest = max(_MAX_WORD, zh_dictionary.MAX_WORD if dictionary is not None else 0)
     for k in range(n - 1, -1, -1):
         after = best[k + 1]
-        choice = (after[0] + 1, after[1] + 1, after[2], 1)  # k as an unknown character
-        for length in range(min(_MAX_WORD, n - k), 0, -1):
+        choice = (after[0] + 1, after[1], after[2] + 1, after[3], 1)  # k as an unknown character
+        for length in range(min(longest, n - k), 0, -1):
             word = run[k:k + length]
+            after = best[k + length]
             if word in _VOCABULARY:
-                after = best[k + length]
-                cost = (after[0], after[1] + 1, after[2] + (length == 1 and word in LEXICON), length)
-                if cost[:3] < choice[:3]:
-                    choice = cost
+                cost = (after[0], after[1], after[2] + 1, after[3] + (length == 1 and word in LEXICON), length)
+            elif dictionary is not None and length >= 2 and dictionary.gloss(word):
+                cost = (after[0], after[1] + 1, after[2] + 1, after[3], length)
+            else:
+                continue
+            if cost[:4] < choice[:4]:
+                choice = cost
         best[k] = choice
     tokens: list[_Token] = []
     k = 0
     while k < n:
-        length = best[k][3]
+        length = best[k][4]
         word = run[k:k + length]
         if word in _VOCABULARY:
             tokens.append(_Token("zh", word))
+        elif length >= 2:  # a dictionary word
+            tokens.append(_Token("word", dictionary.gloss(word)))
         elif tokens and tokens[-1].kind == "unknown":
             tokens[-1].text += word
         else:
@@ -579,7 +594,7 @@ def _segment(run: str) -> list[_Token]:
     return tokens
 
 
-def _scan(text: str) -> tuple[list[_Token], list[str]]:
+def _scan(text: str, dictionary: ZhDictionary | None = None) -> tuple[list[_Token], list[str]]:
     tokens: list[_Token] = []
     ascii_buf: list[str] = []
     i, n = 0, len(text)
@@ -617,7 +632,7 @@ def _scan(text: str) -> tuple[list[_Token], list[str]]:
                 end = i + 1  # the run of CJK up to where a pattern starts
                 while end < n and _is_cjk(text[end]) and _pattern_at(text, end)[0] is None:
                     end += 1
-                tokens.extend(_segment(text[i:end]))
+                tokens.extend(_segment(text[i:end], dictionary))
                 i = end
             else:  # quotes, brackets, symbols, emoji, kana: separators at most
                 if ch not in _SILENT and not ch.isspace() and needs_normalization(ch):
@@ -752,15 +767,24 @@ class NormalizedPrompt:
     unknown: list[str] = field(default_factory=list)
 
 
-def normalize_prompt(text: str) -> NormalizedPrompt:
+def normalize_prompt(text: str, dictionary: bool = True) -> NormalizedPrompt:
     """Rewrite the Chinese music vocabulary of ``text`` in English; text without CJK is returned unchanged.
+
+    Where the lexicon leaves characters unknown and ``dictionary`` is on, CC-CEDICT (:mod:`zh_dictionary`) converts
+    traditional script to simplified and supplies the missing words. Text the lexicon covers whole is translated
+    the same either way.
 
     A prompt none of whose words is covered comes back as ``""`` with everything in ``unknown``: callers should
     warn rather than pass "" on, which the text conditioners take as the null (unconditional) prompt.
     """
     if not needs_normalization(text):
         return NormalizedPrompt(text, False, [])
-    tokens, unknown = _scan(unicodedata.normalize("NFKC", text))
+    text_nfkc = unicodedata.normalize("NFKC", text)
+    tokens, unknown = _scan(text_nfkc)
+    if unknown and dictionary:
+        cedict = zh_dictionary.load()
+        if cedict is not None:
+            tokens, unknown = _scan(cedict.simplify(text_nfkc), cedict)
     clauses: list[str] = []
     current: list[_Token] = []
     breaks: list[str] = []

