@@ -41,6 +41,8 @@ class ZhDictionary:
 
     def gloss(self, word: str) -> str:
         """The short gloss of ``word`` ("" when it is not a headword or none of its senses is usable)."""
+        if word not in self._entries:  # most lookups (every substring of a run); not cached, so the cache stays
+            return ""                  # bounded by the dictionary in a server that runs for weeks
         if word not in self._glosses:
             options = sorted(self._entries.get(word, []), key=lambda o: o[0])  # common words before proper names
             self._glosses[word] = next((g for g in (clean_gloss(d) for _, d in options) if g), "")
