@@ -244,8 +244,13 @@ def test_chinese_prompt_and_flac(client):
     assert r.headers["content-type"] == "audio/flac"
     used = urllib.parse.unquote(r.headers["x-yuefu-prompt-used"])
     assert used == normalize_prompt(prompt).text_used
+    assert "x-yuefu-prompt-left-out" not in r.headers  # every word was read
     wav, sr = _decode(r.content)
     assert sr == SR and abs(wav.shape[0] - 0.3 * SR) <= FRAME_SAMPLES
+    # words neither the lexicon nor the dictionary reads are named in a header (and in the sidecar metadata)
+    r = client.post("/v1/generate", json={"prompt": "欢快的古筝，窝在家里", "duration": 0.3, "seed": 5})
+    assert r.status_code == 200, r.text
+    assert urllib.parse.unquote(r.headers["x-yuefu-prompt-left-out"]) == "窝"
 
 
 def test_async_job_to_completion(client):

@@ -106,6 +106,7 @@ def test_traditional_script_and_words_outside_the_lexicon_reach_the_encoder(mode
     assert model.last_prompts_used[0] == "Chinese traditional style rock, guzheng"
     assert "dinosaur" in model.last_prompts_used[1] and "children's song" in model.last_prompts_used[1]
     assert "not understood, left out: 窝" in caplog.text  # what the dictionary lacks too is named, not silently lost
+    assert model.last_prompts_left_out == [[], ["窝"]]
 
 
 def test_continuation_prompt_of_a_whole_window_and_a_longer_one(model):

@@ -131,7 +131,14 @@ def test_generate_handler_reports_errors_and_results(studio, hf_dir):
     data, sr = sf.read(final[1])
     assert sr == SR and len(data) == SR and item.request["seed"] == 3
     assert "Seed 3" in final[3] and "Chinese" in final[3]  # the prompt used, translated
+    assert "left out" not in final[3]
     assert len(final[6]) == 1 and final[7].iloc[0, 1] == "国风 rock"
+    # Words the normaliser cannot read are named under the prompt used, in the page's language, and in the sidecar.
+    final = list(studio.run(**form(str(hf_dir), prompt="国风摇滚，窝在家里", lang="zh"), stream_on=False,
+                            history=[]))[-1]
+    assert "未能理解、已略去：窝" in final[3] and "Chinese" in final[3]
+    assert studio.details(final[-1], "en").count("Not understood, left out: 窝\n") == 1
+    assert json.loads(Path(final[-1].sidecar).read_text(encoding="utf-8"))["prompt_left_out"] == ["窝"]
 
 
 def test_continuing_an_upload(studio, hf_dir, tmp_path):

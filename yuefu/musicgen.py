@@ -88,6 +88,7 @@ class MusicGen:
         self._progress_callback: ProgressCallback | None = None
         self.normalize_prompts = True  # translate Chinese music vocabulary before the English-only text encoder
         self.last_prompts_used: list[str | None] = []
+        self.last_prompts_left_out: list[list[str]] = []  # per prompt: the words the normaliser could not read
         # autocast dtype of the codec decoder; from_pretrained sets bfloat16 for the fast modes (dtype=bf16/fp16 or
         # quantize="int8"): 2.2x faster on the CPU, -44 dB from the float32 decode (README, "Performance")
         self.codec_dtype: torch.dtype | None = None
@@ -274,10 +275,12 @@ class MusicGen:
 
     def prepare_prompts(self, descriptions: list[str | None]) -> list[str | None]:
         """The prompts the text encoder will see: Chinese music vocabulary is translated to English first
-        (T5 and MiniLM are English-only), unless ``normalize_prompts`` is off. Kept in ``last_prompts_used``."""
+        (T5 and MiniLM are English-only), unless ``normalize_prompts`` is off. Kept in ``last_prompts_used``, and
+        the words it could not read in ``last_prompts_left_out``."""
         from yuefu.conditioners.normalize import needs_normalization, normalize_prompt
 
         used: list[str | None] = []
+        left_out: list[list[str]] = []
         for d in descriptions:
             if d and self.normalize_prompts and needs_normalization(d):
                 n = normalize_prompt(d)
@@ -289,9 +292,12 @@ class MusicGen:
                 if n.text_used != d:
                     logger.info("prompt used: %r (from %r)", n.text_used, d)
                 used.append(n.text_used)
+                left_out.append(list(n.unknown))
             else:
                 used.append(d)
+                left_out.append([])
         self.last_prompts_used = used
+        self.last_prompts_left_out = left_out
         return used
 
     def generate_continuation(self, prompt: torch.Tensor, prompt_sample_rate: int,

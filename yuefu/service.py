@@ -115,6 +115,7 @@ class GenerationResult:
     model_name: str
     seconds: float  # compute time
     extra: dict[str, Any] = field(default_factory=dict)
+    prompts_left_out: list[list[str]] = field(default_factory=list)  # per prompt: words the normaliser could not read
 
     def sidecar(self, index: int, audio_file: str | Path | None = None) -> dict[str, Any]:
         """The JSON sidecar of item ``index``: enough to regenerate it (``yuefu generate --from-sidecar``)."""
@@ -126,6 +127,7 @@ class GenerationResult:
             "yuefu_version": __version__,
             "prompt": self.request.prompts[index],
             "prompt_used": self.prompts_used[index],
+            "prompt_left_out": self.prompts_left_out[index] if index < len(self.prompts_left_out) else [],
             "model": self.request.model,
             "seed": self.request.seed,
             "batch_index": index,
@@ -232,8 +234,10 @@ def generate(request: GenerationRequest, pool: ModelPool, progress: bool = False
             model.set_custom_progress_callback(None)
         seconds = time.perf_counter() - start
         used = list(model.last_prompts_used)
+        left_out = [list(w) for w in model.last_prompts_left_out]
     return GenerationResult(audio=wav.float().cpu(), sample_rate=model.sample_rate, request=request,
-                            prompts_used=used, model_name=request.model, seconds=seconds, extra=extra)
+                            prompts_used=used, model_name=request.model, seconds=seconds, extra=extra,
+                            prompts_left_out=left_out)
 
 
 def stream(request: GenerationRequest, pool: ModelPool, on_chunk: Callable[[torch.Tensor], None],
@@ -262,8 +266,10 @@ def stream(request: GenerationRequest, pool: ModelPool, on_chunk: Callable[[torc
             on_chunk(chunk)
         seconds = time.perf_counter() - start
         used = list(model.last_prompts_used)
+        left_out = [list(w) for w in model.last_prompts_left_out]
     return GenerationResult(audio=torch.cat(chunks, dim=-1), sample_rate=model.sample_rate, request=request,
-                            prompts_used=used, model_name=request.model, seconds=seconds, extra={"stream": True})
+                            prompts_used=used, model_name=request.model, seconds=seconds, extra={"stream": True},
+                            prompts_left_out=left_out)
 
 
 def _read_audio(path: str, what: str) -> tuple[torch.Tensor, int]:

@@ -806,6 +806,8 @@ def create_api(pool: ModelPool, default_model: str, models: list[str] | None = N
                    "Content-Disposition": f'attachment; filename="{result.filename}"'}
         if result.metadata.get("prompt_used") is not None:
             headers["X-Yuefu-Prompt-Used"] = _quote(result.metadata["prompt_used"])
+        if result.metadata.get("prompt_left_out"):
+            headers["X-Yuefu-Prompt-Left-Out"] = _quote(", ".join(result.metadata["prompt_left_out"]))
         return Response(result.data, media_type=MEDIA_TYPES[job.format], headers=headers)
 
     def _job(job_id: str) -> Job:

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +145,9 @@ MESSAGES = {
         "longer_than_result": "the audio to continue lasts {seconds:.1f} s, and the result ({duration:g} s) starts "
                               "with it: choose a longer duration or a shorter clip",
         "melody": "melody", "continuation": "audio to continue",
-        "info": "Seed {seed} · {duration:.2f} s · {sample_rate} Hz · {model}\nPrompt used: {used}\n"
+        "info": "Seed {seed} · {duration:.2f} s · {sample_rate} Hz · {model}\nPrompt used: {used}\n{left_out}"
                 "Made in {seconds:.1f} s{mode}",
+        "left_out": "Not understood, left out: {words}\n",
         "streamed": " (streamed)", "unconditional": "(none: unconditional)",
         "generating": "Generating", "loading": "Loading the model",
         "failed": "generation failed: {error}",
@@ -160,8 +161,9 @@ MESSAGES = {
         "longer_than_result": "续写音频长 {seconds:.1f} 秒，而结果（{duration:g} 秒）以它开头："
                               "请选更长的时长或更短的音频",
         "melody": "参考旋律", "continuation": "续写音频",
-        "info": "种子 {seed} · {duration:.2f} 秒 · {sample_rate} Hz · {model}\n实际使用的提示词：{used}\n"
+        "info": "种子 {seed} · {duration:.2f} 秒 · {sample_rate} Hz · {model}\n实际使用的提示词：{used}\n{left_out}"
                 "用时 {seconds:.1f} 秒{mode}",
+        "left_out": "未能理解、已略去：{words}\n",
         "streamed": "（流式）", "unconditional": "（无：无条件生成）",
         "generating": "生成中", "loading": "正在加载模型",
         "failed": "生成失败：{error}",
@@ -223,6 +225,7 @@ class HistoryItem:
     sidecar: str
     spectrogram: str
     chroma: str
+    left_out: list[str] = field(default_factory=list)  # words of the prompt the normaliser could not read
 
     def settings(self) -> str:
         r = self.request
@@ -444,7 +447,8 @@ class Studio:
                            prompt_used=result.prompts_used[0], sample_rate=result.sample_rate,
                            duration=wav.shape[-1] / result.sample_rate, seconds=result.seconds, streamed=streamed,
                            audio=str(audio_path), sidecar=str(sidecar_path), spectrogram=str(spec_path),
-                           chroma=str(chroma_path))
+                           chroma=str(chroma_path),
+                           left_out=result.prompts_left_out[0] if result.prompts_left_out else [])
 
     def _prune(self) -> None:
         """Drop results older than :data:`KEEP_RESULTS_S` (a server that runs for weeks must not fill its disk)."""
@@ -457,11 +461,14 @@ class Studio:
                 pass
 
     def details(self, item: HistoryItem, lang: str = "en") -> str:
-        """The result's text: seed and prompt actually used, length, model, compute time."""
+        """The result's text: seed and prompt actually used (and the words left out of it), length, model, compute
+        time."""
+        left_out = _message(lang, "left_out", words=("、" if lang == "zh" else ", ").join(item.left_out)) \
+            if item.left_out else ""
         return _message(lang, "info", seed=item.request["seed"], duration=item.duration,
                         sample_rate=item.sample_rate, model=_model_label(item.request["model"]),
-                        used=item.prompt_used or _message(lang, "unconditional"), seconds=item.seconds,
-                        mode=_message(lang, "streamed") if item.streamed else "")
+                        used=item.prompt_used or _message(lang, "unconditional"), left_out=left_out,
+                        seconds=item.seconds, mode=_message(lang, "streamed") if item.streamed else "")
 
 
 class _Stopped(Exception):
