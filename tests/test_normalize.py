@@ -251,6 +251,21 @@ def test_dictionary_parsing_and_glosses():
         "飄渺 飘渺 [piao1 miao3] /faintly discernible/",
         "甲乙 甲乙 [jia3 yi3] /see 丙丁[bing3 ding1]/",
         "丙丁 丙丁 [bing3 ding1] /see 甲乙[jia3 yi3]/",
+        # idioms: the meaning, not the literal reading; "sb"/"sth" written out
+        "行雲流水 行云流水 [xing2 yun2 liu2 shui3] /lit. moving clouds and flowing water (idiom)/fig. very natural "
+        "and flowing style of calligraphy, writing, etc/natural and unforced/",
+        "餘音繞梁 余音绕梁 [yu2 yin1 rao4 liang2] /reverberates around the rafters (idiom); fig. sonorous and "
+        "resounding (esp. of singing voice)/",
+        "心曠神怡 心旷神怡 [xin1 kuang4 shen2 yi2] /lit. heart untroubled, spirit pleased (idiom); carefree and "
+        "relaxed/",
+        "令行禁止 令行禁止 [ling4 xing2 jin4 zhi3] /lit. orders are carried out and prohibitions are observed "
+        "(idiom)fig. to execute every order without fail/",
+        "識微見幾 识微见几 [shi2 wei1 jian4 ji1] /lit. see a tiny bit and understand everything (idiom)/",
+        "長夜 长夜 [chang2 ye4] /long dark night/fig. long period of misery and oppression/",  # no idiom: as it reads
+        "錦上添花 锦上添花 [jin3 shang4 tian1 hua1] /lit. add flowers to brocade (idiom)/fig. to give sth "
+        "additional splendor/to provide the crowning touch/",
+        "喚醒 唤醒 [huan4 xing3] /to wake sb/to rouse/",
+        "包包 包包 [bao1 bao5] /bag or purse etc/small bump or pimple/",
         "a malformed line",
     ]
     d = zh_dictionary.parse(lines)
@@ -259,7 +274,11 @@ def test_dictionary_parsing_and_glosses():
                "史诗": "epic", "前天": "day before yesterday", "长城": "the Great Wall", "杭州": "Hangzhou",
                "黄河": "Yellow River", "落基山": "Rocky Mountains", "西游记": "Journey to the West",
                "内城": "inner city", "端午": "Dragon Boat Festival", "飘缈": "faintly discernible", "甲乙": "",
-               "丙丁": ""}
+               "丙丁": "", "行云流水": "very natural and flowing style of calligraphy",
+               "余音绕梁": "sonorous and resounding", "心旷神怡": "carefree and relaxed",
+               "令行禁止": "execute every order without fail", "识微见几": "see a tiny bit and understand everything",
+               "长夜": "long dark night", "锦上添花": "give something additional splendor", "唤醒": "wake someone",
+               "包包": "bag or purse"}
     assert {w: d.gloss(w) for w in glosses} == glosses
     # 龍 -> 龙 and 東 -> 东 only occur as traditional; 乾 also heads a simplified word (乾隆), so it stays
     assert d.to_simplified["龍"] == "龙" and d.to_simplified["東"] == "东" and "乾" not in d.to_simplified
@@ -274,6 +293,17 @@ def test_the_shipped_dictionary_names_places_and_festivals_briefly():
     names = {"杭州": "Hangzhou", "成都": "Chengdu", "黄河": "Yellow River", "长城": "the Great Wall",
              "端午": "Dragon Boat Festival", "西游记": "Journey to the West", "丝路": "the Silk Road"}
     assert {w: d.gloss(w) for w in names} == names
+
+
+def test_the_shipped_dictionary_gives_an_idiom_its_meaning():
+    """Chinese describes music with idioms; CC-CEDICT lists their literal reading first ("lit. moving clouds and
+    flowing water") and the meaning after it ("fig. ..."), or after a ";". The prompt gets the meaning."""
+    d = zh_dictionary.load()
+    meanings = {"余音绕梁": "sonorous and resounding", "心旷神怡": "carefree and relaxed",
+                "画龙点睛": "add the vital finishing touch", "一刀两断": "make a clean break",
+                "锦上添花": "give something additional splendor", "热血沸腾": "fired up"}
+    assert {w: d.gloss(w) for w in meanings} == meanings
+    assert d.gloss("行云流水").startswith("very natural and flowing style")
 
 
 def test_without_the_dictionary_the_lexicon_alone_serves(monkeypatch, caplog, tmp_path):

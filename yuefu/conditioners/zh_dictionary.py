@@ -12,9 +12,10 @@ proper names), without parentheses, classifiers, cross-references, a leading "to
 史诗 -> "epic" (not "an epic"), 长城 -> "the Great Wall". A proper name keeps the name and drops its description:
 杭州 -> "Hangzhou" (not "Hangzhou subprovincial city and capital of Zhejiang province in southeast China"), 黄河 ->
 "Yellow River" (not "... or Huang He"). An entry that is only a cross-reference ("see 端午节", "variant of ...")
-takes the gloss of the word it names: 端午 -> "Dragon Boat Festival". It also derives a character map from
-traditional to simplified script (國 -> 国, 鋼 -> 钢), limited to characters that never occur in simplified
-headwords, so simplified text is never changed by it.
+takes the gloss of the word it names: 端午 -> "Dragon Boat Festival". An idiom gives its meaning, not its literal
+reading: 余音绕梁 -> "sonorous and resounding" (not "reverberates around the rafters"); "sb" and "sth" are written
+out. It also derives a character map from traditional to simplified script (國 -> 国, 鋼 -> 钢), limited to characters
+that never occur in simplified headwords, so simplified text is never changed by it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _REFERENCE = re.compile(r"^(?:see(?: also)?|(?:old |archaic |erhua |Japanese )?v
 _NAME_ENDS = re.compile(r" (?:or|in|by|capital|former|autonomous|subprovincial|sub-provincial|prefecture-level|"
                         r"county-level|province|county|city|district|township|town|village|banner|prefecture|"
                         r"municipality)\b.*$")
+_IDIOM = re.compile(r"\((?:idiom|proverb|saying)\b")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 MAX_WORD = 8  # longer entries (idioms, sayings) do not occur in prompts as one unit often enough to matter
 
@@ -76,8 +78,11 @@ class ZhDictionary:
 
 def clean_gloss(definition: str, proper: bool = False) -> str:
     """A CC-CEDICT definition ("/sense/sense/") -> a short English gloss, or "" when no sense is usable.
-    ``proper``: the entry is a proper name (capitalised pinyin): keep the name, not its description."""
-    for sense in definition.split("/"):
+    ``proper``: the entry is a proper name (capitalised pinyin): keep the name, not its description.
+    An idiom's literal reading gives way to its meaning: "lit. moving clouds and flowing water (idiom)/fig. very
+    natural and flowing style" -> "very natural and flowing style"."""
+    clauses = []  # (raw sense, cleaned first phrase of one ";"-clause), in order
+    for sense in re.sub(r"\)\s*fig\. ", ")/fig. ", definition).split("/"):  # "...(idiom)fig. ..." lacks its "/"
         text = sense
         while True:  # innermost parentheses first: "(large zither (13 to 25 strings))"
             stripped = re.sub(r"\([^()]*\)", "", text)
@@ -85,14 +90,24 @@ def clean_gloss(definition: str, proper: bool = False) -> str:
                 break
             text = stripped
         text = re.sub(r"\[[^\]]*\]", "", text)  # pinyin of a cross-reference
-        text = text.split(";")[0].split(", ")[0].strip(' ,."')
-        text = re.sub(r"\s+", " ", text)
+        clauses += [(sense, re.sub(r"\s+", " ", c.split(", ")[0].strip(' ,."'))) for c in text.split(";")]
+    figurative = next((i for i, (_, c) in enumerate(clauses) if c.startswith("fig. ")), None)
+    if figurative is not None and (clauses[0][1].startswith("lit. ") or _IDIOM.search(clauses[0][0])):
+        clauses = clauses[figurative:]  # an idiom: everything before its first "fig." clause is the literal reading
+    literal = [(s, c) for s, c in clauses if c.startswith("lit. ")]
+    clauses = [(s, c) for s, c in clauses if not c.startswith("lit. ")] + literal  # a meaning, else the reading
+    for sense, text in clauses:
+        if text.startswith(_SKIP_SENSE) or sense.strip().startswith(_SKIP_SENSE):
+            continue
+        text = re.sub(r"^(?:lit|fig)\. ", "", text)  # "lit. see a tiny bit ..." is no cross-reference
         if proper:
             text = _NAME_ENDS.sub("", text).strip(' ,."')
-        if not text or text.startswith(_SKIP_SENSE) or sense.strip().startswith(_SKIP_SENSE) or _CJK.search(text):
+        if not text or _CJK.search(text):
             continue
         text = re.sub(r"^to (be )?(?=\S)", "", text).rstrip("-")  # "to be fired up" -> "fired up"; "cyber-"
         text = re.sub(r"^(?:a|an) (?=\S)" if proper else r"^(?:a|an|the) (?=\S)", "", text)  # "an epic" -> "epic"
+        text = re.sub(r"\bsb\b", "someone", re.sub(r"\bsth\b", "something", text))  # dictionary shorthand
+        text = re.sub(r" etc$", "", text)
         if text:
             return text
     return ""
