@@ -127,6 +127,15 @@ def test_uncovered_characters_are_dropped_and_reported():
     assert normalize_prompt("钢琴和龘靐，ピアノ") == NormalizedPrompt("piano", True, ["龘靐", "ピアノ"])
 
 
+def test_a_word_wins_a_tie_with_an_unknown_character(monkeypatch):
+    """When either of two overlapping dictionary words leaves one character out (菊花|台 or 菊|花台), the longer
+    first word wins, as for lexicon words: "菊花台" (a song) is about chrysanthemums, not a flower bed."""
+    d = zh_dictionary.parse(["菊花 菊花 [ju2 hua1] /chrysanthemum/", "花臺 花台 [hua1 tai2] /flower bed/"])
+    monkeypatch.setattr(zh_dictionary, "load", lambda: d)
+    assert normalize_prompt("菊花台") == NormalizedPrompt("chrysanthemum", True, ["台"])
+    assert normalize_prompt("菊花台的钢琴") == NormalizedPrompt("chrysanthemum piano", True, ["台"])
+
+
 def test_lexicon_is_bilingual():
     assert LEXICON["古筝"] == "guzheng" and LEXICON["电吉他"] == "electric guitar"
     assert REVERSE_LEXICON["guzheng"] == "古筝" and REVERSE_LEXICON["piano"] == "钢琴"

@@ -563,8 +563,7 @@ def _segment(run: str, dictionary: ZhDictionary | None = None) -> list[_Token]:
     best: list[tuple[int, int, int, int, int]] = [(0, 0, 0, 0, 0)] * (n + 1)
     longest = max(_MAX_WORD, zh_dictionary.MAX_WORD if dictionary is not None else 0)
     for k in range(n - 1, -1, -1):
-        after = best[k + 1]
-        choice = (after[0] + 1, after[1], after[2] + 1, after[3], 1)  # k as an unknown character
+        choice: tuple[int, int, int, int, int] | None = None
         for length in range(min(longest, n - k), 0, -1):
             word = run[k:k + length]
             after = best[k + length]
@@ -574,9 +573,11 @@ def _segment(run: str, dictionary: ZhDictionary | None = None) -> list[_Token]:
                 cost = (after[0], after[1] + 1, after[2] + 1, after[3], length)
             else:
                 continue
-            if cost[:4] < choice[:4]:
+            if choice is None or cost[:4] < choice[:4]:
                 choice = cost
-        best[k] = choice
+        after = best[k + 1]
+        unknown = (after[0] + 1, after[1], after[2] + 1, after[3], 1)  # k as an unknown character: on a tie, a
+        best[k] = unknown if choice is None or unknown[:4] < choice[:4] else choice  # word wins (菊花|台, not 菊|花台)
     tokens: list[_Token] = []
     k = 0
     while k < n:
