@@ -275,6 +275,16 @@ def test_dictionary_parsing_and_glosses():
         "additional splendor/to provide the crowning touch/",
         "喚醒 唤醒 [huan4 xing3] /to wake sb/to rouse/",
         "包包 包包 [bao1 bao5] /bag or purse etc/small bump or pimple/",
+        # slang: the last resort, after every plain sense of every entry (but "(derog.)" only notes a connotation)
+        "丁丁 丁丁 [Ding1 ding1] /Tintin, cartoon character/",
+        "丁丁 丁丁 [ding1 ding1] /(neologism) (slang) penis/",
+        "丁丁 丁丁 [ding1 ding1] /sound of chopping wood, chess pieces hitting the board etc/",
+        "拉拉 拉拉 [la1 la1] /lesbian (Internet slang)/Labrador retriever/",
+        "三字經 三字经 [San1 zi4 jing1] /Three Character Classic, 13th century reading primer/",
+        "三字經 三字经 [san1 zi4 jing1] /(slang) swearword/four-letter word/",  # an opening marker covers all
+        "逗比 逗比 [dou4 bi3] /(slang) silly but amusing person/",  # slang only: it serves
+        "心猿意馬 心猿意马 [xin1 yuan2 yi4 ma3] /lit. heart like a frisky monkey (idiom); fig. capricious (derog.)/to "
+        "have ants in one's pants/",
         "a malformed line",
     ]
     d = zh_dictionary.parse(lines)
@@ -287,7 +297,8 @@ def test_dictionary_parsing_and_glosses():
                "余音绕梁": "sonorous and resounding", "心旷神怡": "carefree and relaxed",
                "令行禁止": "execute every order without fail", "识微见几": "see a tiny bit and understand everything",
                "长夜": "long dark night", "锦上添花": "give something additional splendor", "唤醒": "wake someone",
-               "包包": "bag or purse"}
+               "包包": "bag or purse", "丁丁": "sound of chopping wood", "拉拉": "Labrador retriever",
+               "三字经": "Three Character Classic", "逗比": "silly but amusing person", "心猿意马": "capricious"}
     assert {w: d.gloss(w) for w in glosses} == glosses
     # 龍 -> 龙 and 東 -> 东 only occur as traditional; 乾 also heads a simplified word (乾隆), so it stays
     assert d.to_simplified["龍"] == "龙" and d.to_simplified["東"] == "东" and "乾" not in d.to_simplified
@@ -313,6 +324,14 @@ def test_the_shipped_dictionary_gives_an_idiom_its_meaning():
                 "锦上添花": "give something additional splendor", "热血沸腾": "fired up"}
     assert {w: d.gloss(w) for w in meanings} == meanings
     assert d.gloss("行云流水").startswith("very natural and flowing style")
+
+
+def test_the_shipped_dictionary_reads_slang_last():
+    """A word whose first common entry is slang (丁丁, 三字经) reads as its plain sense or its name."""
+    d = zh_dictionary.load()
+    plain = {"丁丁": "sound of chopping wood", "三字经": "Three Character Classic", "拉拉": "Labrador retriever",
+             "菊花": "chrysanthemum", "恐龙": "dinosaur"}
+    assert {w: d.gloss(w) for w in plain} == plain
 
 
 def test_without_the_dictionary_the_lexicon_alone_serves(monkeypatch, caplog, tmp_path):

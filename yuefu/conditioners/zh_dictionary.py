@@ -14,8 +14,10 @@ proper names), without parentheses, classifiers, cross-references, a leading "to
 "Yellow River" (not "... or Huang He"). An entry that is only a cross-reference ("see 端午节", "variant of ...")
 takes the gloss of the word it names: 端午 -> "Dragon Boat Festival". An idiom gives its meaning, not its literal
 reading: 余音绕梁 -> "sonorous and resounding" (not "reverberates around the rafters"); "sb" and "sth" are written
-out. It also derives a character map from traditional to simplified script (國 -> 国, 鋼 -> 钢), limited to characters
-that never occur in simplified headwords, so simplified text is never changed by it.
+out. A sense marked as slang, vulgar or offensive serves only when the word has no plain one: 丁丁 -> "sound of
+chopping wood" (its onomatopoeia), 拉拉 -> "Labrador retriever". It also derives a character map from traditional
+to simplified script (國 -> 国, 鋼 -> 钢), limited to characters that never occur in simplified headwords, so
+simplified text is never changed by it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ _NAME_ENDS = re.compile(r" (?:or|in|by|capital|former|autonomous|subprovincial|s
                         r"county-level|province|county|city|district|township|town|village|banner|prefecture|"
                         r"municipality)\b.*$")
 _IDIOM = re.compile(r"\((?:idiom|proverb|saying)\b")
+# a sense marked as slang, vulgar or offensive: the last resort ("(slang) penis"). Not "(derog.)": that notes a
+# connotation of the same meaning ("fig. capricious (derog.)"), where slang is a different meaning.
+_MARKED = re.compile(r"\([^()]*\b(?:slang|vulgar|coarse|obscene|offensive)\b[^()]*\)", re.I)
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 MAX_WORD = 8  # longer entries (idioms, sayings) do not occur in prompts as one unit often enough to matter
 
@@ -69,16 +74,21 @@ class ZhDictionary:
 
     def _own_gloss(self, word: str) -> str:
         options = sorted(self._entries[word], key=lambda o: o[0])  # common words before proper names
-        return next((g for g in (clean_gloss(d, proper) for proper, d in options) if g), "")
+        for marked in (False, True):  # any plain sense of any entry before a slang one: 丁丁 is not "penis"
+            gloss = next((g for g in (clean_gloss(d, proper, marked) for proper, d in options) if g), "")
+            if gloss:
+                return gloss
+        return ""
 
     def simplify(self, text: str) -> str:
         """``text`` with traditional characters replaced by their simplified forms (others unchanged)."""
         return "".join(self.to_simplified.get(ch, ch) for ch in text)
 
 
-def clean_gloss(definition: str, proper: bool = False) -> str:
+def clean_gloss(definition: str, proper: bool = False, marked: bool = True) -> str:
     """A CC-CEDICT definition ("/sense/sense/") -> a short English gloss, or "" when no sense is usable.
     ``proper``: the entry is a proper name (capitalised pinyin): keep the name, not its description.
+    ``marked``: a sense marked as slang, vulgar or offensive may serve, after every plain one.
     An idiom's literal reading gives way to its meaning: "lit. moving clouds and flowing water (idiom)/fig. very
     natural and flowing style" -> "very natural and flowing style"."""
     clauses = []  # (raw sense, cleaned first phrase of one ";"-clause), in order
@@ -96,6 +106,15 @@ def clean_gloss(definition: str, proper: bool = False) -> str:
         clauses = clauses[figurative:]  # an idiom: everything before its first "fig." clause is the literal reading
     literal = [(s, c) for s, c in clauses if c.startswith("lit. ")]
     clauses = [(s, c) for s, c in clauses if not c.startswith("lit. ")] + literal  # a meaning, else the reading
+    opening = re.match(r"\s*(?:\([^()]*\)\s*)+", definition)  # "(slang) swearword/four-letter word": all slang
+    if opening and _MARKED.search(opening.group()):
+        return _pick(clauses, proper) if marked else ""
+    slang = [(s, c) for s, c in clauses if _MARKED.search(s)]  # "lesbian (Internet slang)/Labrador retriever"
+    return _pick([(s, c) for s, c in clauses if not _MARKED.search(s)] + (slang if marked else []), proper)
+
+
+def _pick(clauses: list[tuple[str, str]], proper: bool) -> str:
+    """The first clause usable as a gloss, tidied ("" when none is)."""
     for sense, text in clauses:
         if text.startswith(_SKIP_SENSE) or sense.strip().startswith(_SKIP_SENSE):
             continue
